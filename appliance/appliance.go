@@ -1,0 +1,205 @@
+// Package appliance wires the services together, serves the browser routes
+// and runs the server's lifecycle.
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"wxappliance/appliance/sandbox"
+	"wxappliance/jssdk"
+	"wxappliance/kv"
+	"wxappliance/oauth"
+)
+
+// Options carries what New does not read from Config.
+type Options struct {
+	// Store is used as it is; when nil New opens Badger in storage.dir and
+	// Close closes it.
+	Store  kv.Store
+	Logger *slog.Logger
+	// Sandbox is mounted under /sandbox/ when wechat.sandbox is on; when nil
+	// New creates one with the configured credentials.
+	Sandbox *sandbox.Sandbox
+	Now     func() time.Time
+}
+
+// Appliance is the running product: services, routes and background work.
+type Appliance struct {
+	cfg       Config
+	log       *slog.Logger
+	store     kv.Store
+	ownsStore bool
+	app       *oauth.App
+	jssdk     *jssdk.Service
+	sandbox   *sandbox.Sandbox
+	handler   http.Handler
+
+	stopBackground context.CancelFunc
+	background     sync.WaitGroup
+}
+
+// New builds the appliance from a validated cfg. With wechat.sandbox on, the
+// caller must already have pointed wechat.api_base at the sandbox (Serve
+// does this once it knows its listening address).
+func New(cfg Config, opts Options) (*Appliance, error) {
+	a := &Appliance{cfg: cfg, log: opts.Logger, store: opts.Store}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.store == nil {
+		store, err := kv.OpenBadger(cfg.Storage.Dir, kv.BadgerOptions{Logger: a.log.With("component", "badger")})
+		if err != nil {
+			return nil, err
+		}
+		a.store, a.ownsStore = store, true
+	}
+	if err := a.build(opts); err != nil {
+		a.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Appliance) build(opts Options) error {
+	client, err := oauth.NewClient(oauth.ClientConfig{
+		BaseURL:   a.cfg.WeChat.APIBase,
+		Fallbacks: a.cfg.WeChat.APIFallback,
+		Timeout:   a.cfg.WeChat.Timeout.D(),
+		Logger:    a.log.With("component", "upstream"),
+	})
+	if err != nil {
+		return err
+	}
+	a.app = oauth.NewApp(client, a.store, oauth.AppConfig{
+		AppID:    a.cfg.WeChat.AppID,
+		Secret:   a.cfg.WeChat.AppSecret,
+		TokenAPI: a.cfg.WeChat.TokenAPI,
+		Now:      opts.Now,
+		Logger:   a.log.With("component", "access_token"),
+	})
+	jssdkHosts := a.cfg.JSSDK.AllowedHosts
+	if len(jssdkHosts) == 0 {
+		jssdkHosts = a.cfg.OAuth.AllowedReturnHosts
+	}
+	a.jssdk = jssdk.New(a.app, a.store, jssdk.Options{
+		AllowedHost: hostMatcher(jssdkHosts),
+		Now:         opts.Now,
+		Logger:      a.log.With("component", "jsapi_ticket"),
+	})
+	if a.cfg.WeChat.Sandbox {
+		a.sandbox = opts.Sandbox
+		if a.sandbox == nil {
+			a.sandbox = sandbox.New(sandbox.Options{
+				AppID:     a.cfg.WeChat.AppID,
+				AppSecret: a.cfg.WeChat.AppSecret,
+				Logger:    a.log.With("component", "sandbox"),
+			})
+		}
+	}
+	a.handler = a.routes()
+	return nil
+}
+
+// Handler is the appliance's HTTP handler, middleware included.
+func (a *Appliance) Handler() http.Handler { return a.handler }
+
+// App is the access_token holder, for transports and tests.
+func (a *Appliance) App() *oauth.App { return a.app }
+
+// JSSDK is the ticket holder and signer.
+func (a *Appliance) JSSDK() *jssdk.Service { return a.jssdk }
+
+// Start runs the background refreshers until Close.
+func (a *Appliance) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stopBackground = cancel
+	a.goBackground(ctx, "access_token refresher", a.app.Run)
+	a.goBackground(ctx, "jsapi_ticket refresher", a.jssdk.Run)
+}
+
+// goBackground runs fn with a recover, so a bug in a background loop is a
+// log line, not a dead process.
+func (a *Appliance) goBackground(ctx context.Context, name string, fn func(context.Context)) {
+	a.background.Add(1)
+	go func() {
+		defer a.background.Done()
+		defer func() {
+			if p := recover(); p != nil {
+				a.log.Error("background task panicked", "task", name, "panic", p)
+			}
+		}()
+		fn(ctx)
+	}()
+}
+
+// Close stops background work and closes the store if New opened it.
+func (a *Appliance) Close() error {
+	if a.stopBackground != nil {
+		a.stopBackground()
+	}
+	a.background.Wait()
+	if !a.ownsStore || a.store == nil {
+		return nil
+	}
+	if c, ok := a.store.(interface{ Close() error }); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// ready reports why the appliance cannot serve, or nil.
+func (a *Appliance) ready(ctx context.Context) map[string]error {
+	checks := map[string]error{"store": nil, "access_token": nil}
+	if r, ok := a.store.(interface{ Ready() error }); ok {
+		checks["store"] = r.Ready()
+	}
+	if checks["store"] == nil {
+		if _, err := a.app.Token(ctx); err != nil {
+			checks["access_token"] = err
+		}
+	} else {
+		checks["access_token"] = errors.New("store not open")
+	}
+	return checks
+}
+
+// hostMatcher matches a URL host against patterns: an exact host (with or
+// without port) or "*.suffix", which matches subdomains only.
+func hostMatcher(patterns []string) func(host string) bool {
+	if len(patterns) == 0 {
+		return func(string) bool { return false }
+	}
+	return func(host string) bool {
+		host = strings.ToLower(host)
+		name := host
+		if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
+			name = host[:i]
+		}
+		for _, p := range patterns {
+			if suffix, ok := strings.CutPrefix(p, "*."); ok {
+				if strings.HasSuffix(name, "."+suffix) {
+					return true
+				}
+				continue
+			}
+			if p == host || p == name {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+func describe(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return fmt.Sprint(err)
+}

@@ -1,0 +1,503 @@
+package appliance
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration file. Every key is documented in
+// config.example.toml; keep the two in step.
+type Config struct {
+	Server   ServerConfig   `toml:"server"`
+	Storage  StorageConfig  `toml:"storage"`
+	WeChat   WeChatConfig   `toml:"wechat"`
+	OAuth    OAuthConfig    `toml:"oauth"`
+	JSSDK    JSSDKConfig    `toml:"jssdk"`
+	Media    MediaConfig    `toml:"media"`
+	CORS     CORSConfig     `toml:"cors"`
+	Callback CallbackConfig `toml:"callback"`
+	RPC      RPCConfig      `toml:"rpc"`
+}
+
+type ServerConfig struct {
+	Listen            string   `toml:"listen"`
+	BaseURL           string   `toml:"base_url"`
+	LogFormat         string   `toml:"log_format"`
+	LogLevel          string   `toml:"log_level"`
+	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
+	ReadTimeout       Duration `toml:"read_timeout"`
+	WriteTimeout      Duration `toml:"write_timeout"`
+	IdleTimeout       Duration `toml:"idle_timeout"`
+	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
+	MaxHeaderBytes    int      `toml:"max_header_bytes"`
+	MaxBodyBytes      int64    `toml:"max_body_bytes"`
+}
+
+type StorageConfig struct {
+	Dir string `toml:"dir"`
+}
+
+type WeChatConfig struct {
+	Sandbox     bool     `toml:"sandbox"`
+	AppID       string   `toml:"app_id"`
+	AppSecret   string   `toml:"app_secret"`
+	APIBase     string   `toml:"api_base"`
+	APIFallback []string `toml:"api_fallback"`
+	OAuthBase   string   `toml:"oauth_base"`
+	Timeout     Duration `toml:"timeout"`
+	TokenAPI    string   `toml:"token_api"`
+}
+
+type OAuthConfig struct {
+	AllowedReturnHosts []string `toml:"allowed_return_hosts"`
+	Scope              string   `toml:"scope"`
+	SessionCookie      string   `toml:"session_cookie"`
+	CookiePath         string   `toml:"cookie_path"`
+	SessionTTL         Duration `toml:"session_ttl"`
+}
+
+type JSSDKConfig struct {
+	// AllowedHosts limits which pages are signed; empty means the
+	// oauth.allowed_return_hosts list.
+	AllowedHosts []string `toml:"allowed_hosts"`
+}
+
+type MediaConfig struct {
+	MaxBytes int64    `toml:"max_bytes"`
+	Timeout  Duration `toml:"timeout"`
+}
+
+type CORSConfig struct {
+	AllowedOrigins []string `toml:"allowed_origins"`
+}
+
+type CallbackConfig struct {
+	Path                   string `toml:"path"`
+	Token                  string `toml:"token"`
+	EncodingAESKey         string `toml:"encoding_aes_key"`
+	PreviousEncodingAESKey string `toml:"previous_encoding_aes_key"`
+}
+
+type RPCConfig struct {
+	Path string   `toml:"path"`
+	Keys []RPCKey `toml:"keys"`
+}
+
+// RPCKey is one backend allowed on the RPC endpoint; Name shows in logs.
+type RPCKey struct {
+	Name string `toml:"name"`
+	Key  string `toml:"key"`
+}
+
+// Sandbox credentials used when wechat.sandbox is on and none are set.
+const (
+	SandboxAppID     = "wxsandbox00000000"
+	SandboxAppSecret = "sandbox-secret"
+)
+
+// DefaultConfig is the configuration before the file is applied.
+func DefaultConfig() Config {
+	return Config{
+		Server: ServerConfig{
+			Listen:            "127.0.0.1:8080",
+			LogFormat:         "text",
+			LogLevel:          "info",
+			ReadHeaderTimeout: Duration(5 * time.Second),
+			ReadTimeout:       Duration(15 * time.Second),
+			WriteTimeout:      Duration(60 * time.Second),
+			IdleTimeout:       Duration(2 * time.Minute),
+			ShutdownTimeout:   Duration(15 * time.Second),
+			MaxHeaderBytes:    16 << 10,
+			MaxBodyBytes:      1 << 20,
+		},
+		Storage: StorageConfig{Dir: "data"},
+		WeChat: WeChatConfig{
+			APIBase:     "https://api.weixin.qq.com",
+			APIFallback: []string{"https://api2.weixin.qq.com"},
+			OAuthBase:   "https://open.weixin.qq.com",
+			Timeout:     Duration(5 * time.Second),
+			TokenAPI:    "stable",
+		},
+		OAuth: OAuthConfig{
+			Scope:         "snsapi_userinfo",
+			SessionCookie: "wxappliance_session",
+			CookiePath:    "/",
+			SessionTTL:    Duration(30 * 24 * time.Hour),
+		},
+		Media:    MediaConfig{MaxBytes: 10 << 20, Timeout: Duration(30 * time.Second)},
+		Callback: CallbackConfig{Path: "/callback"},
+		RPC:      RPCConfig{Path: "/rpc"},
+	}
+}
+
+// LoadConfig reads the file at path over the defaults, applies secrets from
+// the environment and validates the result.
+func LoadConfig(path string, env func(string) string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	cfg, err := ParseConfig(f)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.applyEnv(env); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	cfg.applySandboxDefaults()
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes TOML over DefaultConfig. A key the appliance does not
+// know is an error naming it: a misspelt key silently ignored is a setting
+// silently not applied.
+func ParseConfig(r io.Reader) (Config, error) {
+	cfg := DefaultConfig()
+	md, err := toml.NewDecoder(r).Decode(&cfg)
+	if err != nil {
+		return Config{}, err
+	}
+	if unknown := undecodedKeys(md); len(unknown) > 0 {
+		return Config{}, fmt.Errorf("unknown key %s", strings.Join(unknown, ", "))
+	}
+	return cfg, nil
+}
+
+// undecodedKeys lists unknown keys, dropping a table when its keys are
+// listed too ("x" beside "x.y").
+func undecodedKeys(md toml.MetaData) []string {
+	var keys []string
+	for _, k := range md.Undecoded() {
+		keys = append(keys, k.String())
+	}
+	var out []string
+	for _, k := range keys {
+		parent := slices.ContainsFunc(keys, func(o string) bool { return strings.HasPrefix(o, k+".") })
+		if !parent {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Environment variables that may hold secrets instead of the file. When set
+// they take precedence over the file.
+const (
+	EnvAppSecret         = "WXAPPLIANCE_APP_SECRET"
+	EnvCallbackToken     = "WXAPPLIANCE_CALLBACK_TOKEN"
+	EnvEncodingAESKey    = "WXAPPLIANCE_ENCODING_AES_KEY"
+	EnvPrevEncodingKey   = "WXAPPLIANCE_PREVIOUS_ENCODING_AES_KEY"
+	EnvRPCKeys           = "WXAPPLIANCE_RPC_KEYS" // "name=key,name2=key2"
+	envRPCKeyPairDivider = ","
+)
+
+func (c *Config) applyEnv(env func(string) string) error {
+	if env == nil {
+		return nil
+	}
+	set := func(dst *string, name string) {
+		if v := env(name); v != "" {
+			*dst = v
+		}
+	}
+	set(&c.WeChat.AppSecret, EnvAppSecret)
+	set(&c.Callback.Token, EnvCallbackToken)
+	set(&c.Callback.EncodingAESKey, EnvEncodingAESKey)
+	set(&c.Callback.PreviousEncodingAESKey, EnvPrevEncodingKey)
+	if raw := env(EnvRPCKeys); raw != "" {
+		var keys []RPCKey
+		for _, pair := range strings.Split(raw, envRPCKeyPairDivider) {
+			name, key, ok := strings.Cut(strings.TrimSpace(pair), "=")
+			if !ok {
+				return fmt.Errorf("%s: want name=key[,name=key...]", EnvRPCKeys)
+			}
+			keys = append(keys, RPCKey{Name: name, Key: key})
+		}
+		c.RPC.Keys = keys
+	}
+	return nil
+}
+
+// applySandboxDefaults fills the sandbox's own credentials so the example
+// config runs without an account.
+func (c *Config) applySandboxDefaults() {
+	if !c.WeChat.Sandbox {
+		return
+	}
+	if c.WeChat.AppID == "" {
+		c.WeChat.AppID = SandboxAppID
+	}
+	if c.WeChat.AppSecret == "" {
+		c.WeChat.AppSecret = SandboxAppSecret
+	}
+}
+
+// Validate checks every value and reports all problems at once, each naming
+// its key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+
+	if _, _, err := net.SplitHostPort(c.Server.Listen); err != nil {
+		bad("server.listen", "want host:port, got %q", c.Server.Listen)
+	}
+	if c.Server.BaseURL != "" {
+		if err := checkBaseURL(c.Server.BaseURL); err != nil {
+			bad("server.base_url", "%v", err)
+		}
+	}
+	if !slices.Contains([]string{"text", "json"}, c.Server.LogFormat) {
+		bad("server.log_format", "want \"text\" or \"json\", got %q", c.Server.LogFormat)
+	}
+	if _, err := parseLevel(c.Server.LogLevel); err != nil {
+		bad("server.log_level", "%v", err)
+	}
+	for key, d := range map[string]Duration{
+		"server.read_header_timeout": c.Server.ReadHeaderTimeout,
+		"server.read_timeout":        c.Server.ReadTimeout,
+		"server.write_timeout":       c.Server.WriteTimeout,
+		"server.idle_timeout":        c.Server.IdleTimeout,
+		"server.shutdown_timeout":    c.Server.ShutdownTimeout,
+		"wechat.timeout":             c.WeChat.Timeout,
+		"oauth.session_ttl":          c.OAuth.SessionTTL,
+		"media.timeout":              c.Media.Timeout,
+	} {
+		if d <= 0 {
+			bad(key, "must be a positive duration such as \"5s\", got %v", time.Duration(d))
+		}
+	}
+	if c.Server.MaxHeaderBytes < 1024 {
+		bad("server.max_header_bytes", "must be at least 1024, got %d", c.Server.MaxHeaderBytes)
+	}
+	if c.Server.MaxBodyBytes < 1024 {
+		bad("server.max_body_bytes", "must be at least 1024, got %d", c.Server.MaxBodyBytes)
+	}
+	if c.Media.MaxBytes < 1024 {
+		bad("media.max_bytes", "must be at least 1024, got %d", c.Media.MaxBytes)
+	}
+	if strings.TrimSpace(c.Storage.Dir) == "" {
+		bad("storage.dir", "must not be empty")
+	}
+	c.validateWeChat(bad)
+	c.validateOAuth(bad)
+	for i, o := range c.CORS.AllowedOrigins {
+		if err := checkOrigin(o); err != nil {
+			bad(fmt.Sprintf("cors.allowed_origins[%d]", i), "%v", err)
+		}
+	}
+	c.validateCallback(bad)
+	c.validateRPC(bad)
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateWeChat(bad func(key, format string, args ...any)) {
+	w := c.WeChat
+	if !w.Sandbox {
+		if w.AppID == "" {
+			bad("wechat.app_id", "must be set (or turn on wechat.sandbox)")
+		}
+		if w.AppSecret == "" {
+			bad("wechat.app_secret", "must be set, in the file or in %s", EnvAppSecret)
+		}
+	}
+	if strings.ContainsAny(w.AppID, " \t\r\n") {
+		bad("wechat.app_id", "must not contain whitespace")
+	}
+	if err := checkHTTPURL(w.APIBase); err != nil {
+		bad("wechat.api_base", "%v", err)
+	}
+	for i, f := range w.APIFallback {
+		if err := checkHTTPURL(f); err != nil {
+			bad(fmt.Sprintf("wechat.api_fallback[%d]", i), "%v", err)
+		}
+	}
+	if err := checkHTTPURL(w.OAuthBase); err != nil {
+		bad("wechat.oauth_base", "%v", err)
+	}
+	if w.TokenAPI != "stable" && w.TokenAPI != "token" {
+		bad("wechat.token_api", "want \"stable\" or \"token\", got %q", w.TokenAPI)
+	}
+}
+
+func (c *Config) validateOAuth(bad func(key, format string, args ...any)) {
+	o := c.OAuth
+	if len(o.AllowedReturnHosts) == 0 {
+		bad("oauth.allowed_return_hosts", "must list at least one host, or no login can return anywhere")
+	}
+	for i, h := range o.AllowedReturnHosts {
+		if err := checkHostPattern(h); err != nil {
+			bad(fmt.Sprintf("oauth.allowed_return_hosts[%d]", i), "%v", err)
+		}
+	}
+	for i, h := range c.JSSDK.AllowedHosts {
+		if err := checkHostPattern(h); err != nil {
+			bad(fmt.Sprintf("jssdk.allowed_hosts[%d]", i), "%v", err)
+		}
+	}
+	if o.Scope != "snsapi_base" && o.Scope != "snsapi_userinfo" {
+		bad("oauth.scope", "want \"snsapi_base\" or \"snsapi_userinfo\", got %q", o.Scope)
+	}
+	if !validCookieName(o.SessionCookie) {
+		bad("oauth.session_cookie", "%q is not a valid cookie name", o.SessionCookie)
+	}
+	if !strings.HasPrefix(o.CookiePath, "/") || strings.ContainsAny(o.CookiePath, ";, \t\r\n") {
+		bad("oauth.cookie_path", "must start with / and hold no ';', ',' or spaces, got %q", o.CookiePath)
+	}
+}
+
+func (c *Config) validateCallback(bad func(key, format string, args ...any)) {
+	cb := c.Callback
+	if err := checkRoutePath(cb.Path); err != nil {
+		bad("callback.path", "%v", err)
+	}
+	if cb.Token != "" && !validCallbackToken(cb.Token) {
+		bad("callback.token", "must be 3 to 32 letters or digits, as WeChat requires")
+	}
+	if cb.EncodingAESKey != "" && cb.Token == "" {
+		bad("callback.token", "must be set when callback.encoding_aes_key is")
+	}
+	for key, v := range map[string]string{
+		"callback.encoding_aes_key":          cb.EncodingAESKey,
+		"callback.previous_encoding_aes_key": cb.PreviousEncodingAESKey,
+	} {
+		if v != "" && !validEncodingAESKey(v) {
+			bad(key, "must be exactly 43 letters or digits (WeChat's EncodingAESKey), got %d characters", len(v))
+		}
+	}
+}
+
+func (c *Config) validateRPC(bad func(key, format string, args ...any)) {
+	if err := checkRoutePath(c.RPC.Path); err != nil {
+		bad("rpc.path", "%v", err)
+	}
+	if c.RPC.Path == c.Callback.Path {
+		bad("rpc.path", "must differ from callback.path")
+	}
+	seen := map[string]bool{}
+	for i, k := range c.RPC.Keys {
+		key := fmt.Sprintf("rpc.keys[%d]", i)
+		if k.Name == "" {
+			bad(key+".name", "must not be empty")
+		} else if seen[k.Name] {
+			bad(key+".name", "%q is used twice", k.Name)
+		}
+		seen[k.Name] = true
+		if len(k.Key) < 16 {
+			bad(key+".key", "must be at least 16 characters")
+		}
+	}
+}
+
+func checkBaseURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("want an absolute http(s) URL, got %q", raw)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("must not have a query, fragment or user info, got %q", raw)
+	}
+	return nil
+}
+
+func checkHTTPURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+		return fmt.Errorf("want an absolute http(s) URL without query, got %q", raw)
+	}
+	return nil
+}
+
+func checkOrigin(raw string) error {
+	if raw == "*" {
+		return errors.New(`"*" is not allowed: CORS here sends credentials, list the origins`)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return fmt.Errorf("want scheme://host[:port], got %q", raw)
+	}
+	return nil
+}
+
+// checkHostPattern accepts "host", "host:port" and "*.suffix".
+func checkHostPattern(p string) error {
+	h := strings.TrimPrefix(p, "*.")
+	if h == "" || strings.ContainsAny(h, "/*@ \t\r\n\\?#") || strings.ToLower(h) != h {
+		return fmt.Errorf("want a lowercase host, host:port or *.suffix, got %q", p)
+	}
+	return nil
+}
+
+func checkRoutePath(p string) error {
+	if !strings.HasPrefix(p, "/") || len(p) < 2 || strings.ContainsAny(p, "?# {}\t\r\n") {
+		return fmt.Errorf("want a path such as /callback, got %q", p)
+	}
+	for _, taken := range []string{"/auth", "/offiaccount", "/sandbox", "/healthz", "/readyz"} {
+		if p == taken || strings.HasPrefix(p, taken+"/") {
+			return fmt.Errorf("%q collides with the built-in route %s", p, taken)
+		}
+	}
+	return nil
+}
+
+func validCookieName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`()<>@,;:\"/[]?={}`, r) {
+			return false
+		}
+	}
+	return true
+}
+
+func validCallbackToken(s string) bool {
+	return len(s) >= 3 && len(s) <= 32 && isAlnum(s)
+}
+
+func validEncodingAESKey(s string) bool {
+	return len(s) == 43 && isAlnum(s)
+}
+
+func isAlnum(s string) bool {
+	for _, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// Duration is a time.Duration written as a string such as "5s" or "720h".
+// A bare number is refused: toml would read `timeout = 5` as 5 nanoseconds.
+type Duration time.Duration
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("want a duration such as \"5s\", \"10m\" or \"720h\", got %q", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }

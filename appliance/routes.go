@@ -1,0 +1,63 @@
+package appliance
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// routes is the route table: every path the appliance answers is here.
+func (a *Appliance) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.HandleFunc("GET /readyz", a.readyz)
+	if a.sandbox != nil {
+		mux.Handle("/sandbox/", http.StripPrefix("/sandbox", a.sandbox))
+	}
+	return recoverPanics(a.log, accessLog(a.log, mux))
+}
+
+func (a *Appliance) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz answers 200 only when the store is open and an access_token can be
+// had, so a load balancer or systemd watchdog sees a misconfigured secret
+// or an IP missing from WeChat's whitelist.
+func (a *Appliance) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.WeChat.Timeout.D()+time.Second)
+	defer cancel()
+	checks := a.ready(ctx)
+	body := map[string]any{"ready": true}
+	out := map[string]string{}
+	status := http.StatusOK
+	for name, err := range checks {
+		out[name] = describe(err)
+		if err != nil {
+			status = http.StatusServiceUnavailable
+			body["ready"] = false
+		}
+	}
+	body["checks"] = out
+	writeJSON(w, status, body)
+}
+
+// recoverPanics turns a handler panic into a 500 envelope and a log line.
+func recoverPanics(log interface {
+	Error(msg string, args ...any)
+}, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			p := recover()
+			if p == nil || p == http.ErrAbortHandler {
+				if p != nil {
+					panic(p)
+				}
+				return
+			}
+			log.Error("handler panicked", "path", r.URL.Path, "panic", p)
+			writeEnvelope(w, http.StatusInternalServerError, msgServerError)
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,117 @@
+package sandbox
+
+import (
+	"bytes"
+	"html/template"
+	"net/http"
+	"strconv"
+)
+
+// pages holds the sandbox's HTML. Links are relative so they work under
+// whatever prefix the sandbox is mounted at.
+var pages = template.Must(template.New("pages").Parse(`
+{{define "head"}}<!DOCTYPE html>
+<html lang="zh-CN">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.}} - 微信沙箱 WeChat sandbox</title>
+<style>
+body { font-family: -apple-system, "PingFang SC", "Microsoft YaHei", sans-serif; margin: 0; background: #ededed; color: #191919; }
+main { max-width: 28rem; margin: 0 auto; padding: 1.5rem 1rem; }
+.banner { background: #fa5151; color: #fff; padding: .5rem 1rem; font-size: .85rem; text-align: center; }
+.card { background: #fff; border-radius: .5rem; padding: 1rem; margin: 1rem 0; }
+a.btn { display: block; text-align: center; padding: .75rem; margin: .5rem 0; border-radius: .4rem; background: #07c160; color: #fff; text-decoration: none; }
+a.btn.deny { background: #f2f2f2; color: #191919; }
+.muted { color: #888; font-size: .85rem; word-break: break-all; }
+.error { color: #fa5151; }
+code { background: #f2f2f2; padding: 0 .2rem; }
+</style>
+</head>
+<body>
+<div class="banner">这是微信沙箱，不是微信 · This is the WeChat sandbox, not WeChat</div>
+<main>
+{{end}}
+
+{{define "foot"}}</main>
+</body>
+</html>
+{{end}}
+
+{{define "index"}}{{template "head" "首页"}}
+<h1>微信沙箱 WeChat sandbox</h1>
+<div class="card">
+<p>此服务模拟微信公众平台的接口（access_token、网页授权、JS-SDK 票据、素材下载），用于在没有公众号、没有网络的情况下运行和测试。</p>
+<p>This server fakes WeChat's Official Account APIs so the appliance can run and be tested without an account or network access. Nothing here talks to WeChat.</p>
+<p class="muted">AppID: <code>{{.AppID}}</code></p>
+</div>
+<div class="card">
+<h2>测试用户 Test users</h2>
+<ul>
+{{range .Users}}<li>{{.Nickname}} <span class="muted">{{.OpenID}}{{if not .Subscribed}} · 未关注 not subscribed{{end}}</span></li>
+{{end}}</ul>
+</div>
+<div class="card">
+<h2>控制 Control</h2>
+<ul>
+<li><a href="_control/stats">_control/stats</a> 调用计数 call counts</li>
+<li><a href="_control/users">_control/users</a> 测试用户 test users (JSON)</li>
+</ul>
+<p class="muted">POST _control/fault, _control/clear, _control/expire, _control/reset</p>
+</div>
+{{template "foot"}}{{end}}
+
+{{define "authorize"}}{{template "head" "网页授权"}}
+<h1>网页授权</h1>
+<div class="card">
+<p>请选择以哪个测试用户的身份授权（{{if eq .Scope "snsapi_userinfo"}}获取昵称、头像等基本信息{{else}}仅获取 openid，静默授权{{end}}）。</p>
+<p class="muted">Pick the test user who is at this browser. Scope: <code>{{.Scope}}</code></p>
+<p class="muted">将跳转到 Redirect to: {{.RedirectURI}}</p>
+{{range .Users}}<a class="btn" id="user-{{.OpenID}}" data-openid="{{.OpenID}}" href="{{.Link}}">以 {{.Nickname}} 身份授权</a>
+{{end}}<a class="btn deny" id="deny" href="{{.Deny}}">拒绝授权</a>
+</div>
+{{template "foot"}}{{end}}
+
+{{define "error"}}{{template "head" "错误"}}
+<h1 class="error">授权失败</h1>
+<div class="card" id="error" data-errcode="{{.Code}}">
+{{if .Code}}<p>错误码 errcode: <code>{{.Code}}</code></p>{{end}}
+<p>{{.Msg}}</p>
+</div>
+{{template "foot"}}{{end}}
+`))
+
+// authorizePage is the data of the "authorize" template.
+type authorizePage struct {
+	Scope       string
+	RedirectURI string
+	Users       []authorizeUser
+	Deny        string
+}
+
+type authorizeUser struct {
+	User
+	Link string
+}
+
+// renderPage executes template name into a buffer first, so a template
+// error becomes a 500 rather than half a page.
+func renderPage(w http.ResponseWriter, status int, name string, data any) {
+	var buf bytes.Buffer
+	if err := pages.ExecuteTemplate(&buf, name, data); err != nil {
+		http.Error(w, "sandbox: rendering page: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+// serveIndex serves the sandbox root.
+func (s *Sandbox) serveIndex(w http.ResponseWriter, r *http.Request) {
+	renderPage(w, http.StatusOK, "index", struct {
+		AppID string
+		Users []User
+	}{s.appID, users})
+}

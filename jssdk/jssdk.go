@@ -1,0 +1,143 @@
+// Package jssdk holds the jsapi_ticket and computes the wx.config signature
+// pages need before they may call JS-SDK functions.
+package jssdk
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"wxappliance/kv"
+	"wxappliance/oauth"
+)
+
+// ErrBadURL means the page URL to sign is missing, not absolute http(s), or
+// not on an allowed host.
+var ErrBadURL = errors.New("jssdk: bad page url")
+
+// ticketKey is where the jsapi_ticket lives in kv.
+const ticketKey = "cred/jsapi_ticket"
+
+// Config is what a page passes to wx.config. It never contains the ticket.
+type Config struct {
+	AppID     string `json:"appid"`
+	Timestamp int64  `json:"timestamp"`
+	NonceStr  string `json:"noncestr"`
+	Signature string `json:"signature"`
+}
+
+// Options configures a Service.
+type Options struct {
+	// AllowedHost reports whether pages on host may be signed; nil allows any
+	// host. Without a restriction the service signs for any site, which lets
+	// a stranger use this account's JS-SDK permissions on their own pages.
+	AllowedHost func(host string) bool
+	Now         func() time.Time
+	Logger      *slog.Logger
+}
+
+// Service signs JS-SDK configs with a jsapi_ticket it keeps fresh.
+type Service struct {
+	app     *oauth.App
+	ticket  *oauth.Credential
+	allowed func(string) bool
+	now     func() time.Time
+}
+
+// New returns a Service whose ticket is stored in store and fetched with
+// app's access_token.
+func New(app *oauth.App, store kv.Store, opts Options) *Service {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Service{app: app, allowed: opts.AllowedHost, now: opts.Now}
+	s.ticket = oauth.NewCredential(oauth.CredentialConfig{
+		Name:   "jsapi_ticket",
+		Key:    ticketKey,
+		Store:  store,
+		Fetch:  s.fetchTicket,
+		Now:    opts.Now,
+		Logger: opts.Logger,
+	})
+	return s
+}
+
+// Run keeps the ticket fresh until ctx ends.
+func (s *Service) Run(ctx context.Context) { s.ticket.Run(ctx) }
+
+// TicketFetches reports how many times this process fetched the ticket.
+func (s *Service) TicketFetches() int { return s.ticket.Fetches() }
+
+// Config signs pageURL (cut at '#') with a fresh nonce and the current time.
+func (s *Service) Config(ctx context.Context, pageURL string) (Config, error) {
+	page, err := s.checkURL(pageURL)
+	if err != nil {
+		return Config{}, err
+	}
+	tok, err := s.ticket.Get(ctx)
+	if err != nil {
+		return Config{}, err
+	}
+	// 26 letters and digits: nothing in it needs escaping anywhere.
+	nonce := rand.Text()
+	ts := s.now().Unix()
+	return Config{
+		AppID:     s.app.ID(),
+		Timestamp: ts,
+		NonceStr:  nonce,
+		Signature: Sign(tok.Value, nonce, ts, page),
+	}, nil
+}
+
+// Sign is WeChat's signature: the lowercase hex sha1 of
+// "jsapi_ticket=T&noncestr=N&timestamp=TS&url=U" with nothing escaped and the
+// url cut at '#'.
+func Sign(ticket, nonce string, timestamp int64, pageURL string) string {
+	pageURL, _, _ = strings.Cut(pageURL, "#")
+	h := sha1.New()
+	fmt.Fprintf(h, "jsapi_ticket=%s&noncestr=%s&timestamp=%d&url=%s", ticket, nonce, timestamp, pageURL)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// checkURL returns the URL as it will be signed: exactly what the page sent,
+// cut at '#'. It is parsed only to check it; re-serialising it would change
+// escapes and break the signature.
+func (s *Service) checkURL(raw string) (string, error) {
+	raw, _, _ = strings.Cut(raw, "#")
+	if raw == "" {
+		return "", fmt.Errorf("%w: missing", ErrBadURL)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return "", fmt.Errorf("%w: %q is not an absolute http(s) URL", ErrBadURL, raw)
+	}
+	if strings.ContainsAny(raw, " \r\n\t") {
+		return "", fmt.Errorf("%w: contains whitespace", ErrBadURL)
+	}
+	if s.allowed != nil && !s.allowed(u.Host) {
+		return "", fmt.Errorf("%w: host %q is not allowed", ErrBadURL, u.Host)
+	}
+	return raw, nil
+}
+
+func (s *Service) fetchTicket(ctx context.Context) (string, time.Duration, error) {
+	var out struct {
+		Ticket    string `json:"ticket"`
+		ExpiresIn int64  `json:"expires_in"`
+	}
+	err := s.app.CallJSON(ctx, oauth.Request{
+		Path:  "cgi-bin/ticket/getticket",
+		Query: url.Values{"type": {"jsapi"}},
+	}, &out)
+	if err != nil {
+		return "", 0, err
+	}
+	return out.Ticket, time.Duration(out.ExpiresIn) * time.Second, nil
+}

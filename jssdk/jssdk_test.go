@@ -1,0 +1,158 @@
+package jssdk_test
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"wxappliance/appliance/sandbox"
+	"wxappliance/jssdk"
+	"wxappliance/kv"
+	"wxappliance/oauth"
+)
+
+func TestSignOfficialVector(t *testing.T) {
+	const ticket = "sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg"
+	tests := []struct{ name, url string }{
+		{"as documented", "http://mp.weixin.qq.com?params=value"},
+		{"fragment cut", "http://mp.weixin.qq.com?params=value#wechat_redirect"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := jssdk.Sign(ticket, "Wm3WZYTPz0wzccnW", 1414587457, tt.url)
+			if want := "0f9de62fce790f9a083d5c99e95740ceb90c27ed"; got != want {
+				t.Fatalf("signature %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+type fixture struct {
+	sb  *sandbox.Sandbox
+	svc *jssdk.Service
+	app *oauth.App
+}
+
+func newFixture(t *testing.T, allowed func(string) bool) *fixture {
+	t.Helper()
+	sb := sandbox.New(sandbox.Options{})
+	srv := httptest.NewServer(sb)
+	t.Cleanup(srv.Close)
+	store, err := kv.OpenBadger(t.TempDir(), kv.BadgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	client, err := oauth.NewClient(oauth.ClientConfig{BaseURL: srv.URL, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := oauth.NewApp(client, store, oauth.AppConfig{AppID: sb.AppID(), Secret: "sandbox-secret"})
+	return &fixture{sb: sb, app: app, svc: jssdk.New(app, store, jssdk.Options{AllowedHost: allowed})}
+}
+
+func TestConfig(t *testing.T) {
+	f := newFixture(t, nil)
+	const page = "https://example.com/a/b?x=1&y=%E4%B8%AD"
+	before := time.Now().Unix()
+	cfg, err := f.svc.Config(context.Background(), page+"#/route")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AppID != f.sb.AppID() {
+		t.Fatalf("appid %q", cfg.AppID)
+	}
+	if cfg.Timestamp < before || cfg.Timestamp > time.Now().Unix() {
+		t.Fatalf("timestamp %d not now", cfg.Timestamp)
+	}
+	if !regexp.MustCompile(`^[A-Za-z0-9]{16,}$`).MatchString(cfg.NonceStr) {
+		t.Fatalf("noncestr %q", cfg.NonceStr)
+	}
+	// The signature is over the ticket WeChat issued and the page URL exactly
+	// as sent, without its fragment.
+	ticket := currentTicket(t, f)
+	if want := jssdk.Sign(ticket, cfg.NonceStr, cfg.Timestamp, page); cfg.Signature != want {
+		t.Fatalf("signature %s, want %s", cfg.Signature, want)
+	}
+	again, _ := f.svc.Config(context.Background(), page)
+	if again.NonceStr == cfg.NonceStr {
+		t.Fatal("nonce repeated")
+	}
+}
+
+// currentTicket asks the sandbox for the ticket, which it returns unchanged
+// while valid.
+func currentTicket(t *testing.T, f *fixture) string {
+	t.Helper()
+	var out struct {
+		Ticket string `json:"ticket"`
+	}
+	if err := f.app.CallJSON(context.Background(), oauth.Request{Path: "cgi-bin/ticket/getticket", Query: map[string][]string{"type": {"jsapi"}}}, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.Ticket
+}
+
+func TestConfigRejectsBadURL(t *testing.T) {
+	allowed := func(host string) bool { return host == "example.com" }
+	f := newFixture(t, allowed)
+	for _, u := range []string{"", "#frag", "/relative", "example.com/x", "javascript:alert(1)", "ftp://example.com/",
+		"https://evil.com/", "https://user@example.com/", "https://example.com/a b", "https://example.com/\r\nx"} {
+		t.Run(u, func(t *testing.T) {
+			if _, err := f.svc.Config(context.Background(), u); !errors.Is(err, jssdk.ErrBadURL) {
+				t.Fatalf("err = %v, want ErrBadURL", err)
+			}
+		})
+	}
+	if f.sb.Count("cgi-bin/ticket/getticket") != 0 {
+		t.Fatal("a rejected URL still fetched a ticket")
+	}
+}
+
+func TestColdStartOneTokenOneTicket(t *testing.T) {
+	f := newFixture(t, nil)
+	f.sb.SetFault("cgi-bin/stable_token", sandbox.Fault{Latency: 50 * time.Millisecond})
+	f.sb.SetFault("cgi-bin/ticket/getticket", sandbox.Fault{Latency: 50 * time.Millisecond})
+	const callers = 120
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := f.svc.Config(context.Background(), "https://example.com/")
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.sb.Count("cgi-bin/stable_token"); n != 1 {
+		t.Fatalf("%d token fetches, want 1", n)
+	}
+	if n := f.sb.Count("cgi-bin/ticket/getticket"); n != 1 {
+		t.Fatalf("%d ticket fetches, want 1", n)
+	}
+}
+
+func TestTicketFetchSurvivesRejectedToken(t *testing.T) {
+	f := newFixture(t, nil)
+	if _, err := f.app.Token(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.sb.ExpireTokens()
+	if _, err := f.svc.Config(context.Background(), "https://example.com/"); err != nil {
+		t.Fatalf("config after token expiry: %v", err)
+	}
+	if n := f.sb.Count("cgi-bin/stable_token"); n != 2 {
+		t.Fatalf("%d token fetches, want 2", n)
+	}
+}

@@ -1,0 +1,644 @@
+package kv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func openTest(t testing.TB, dir string, opts BadgerOptions) *Badger {
+	t.Helper()
+	b, err := OpenBadger(dir, opts)
+	if err != nil {
+		t.Fatalf("OpenBadger(%q): %v", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return b
+}
+
+func mustGet(t *testing.T, s Store, key string) []byte {
+	t.Helper()
+	v, err := s.Get(t.Context(), key)
+	if err != nil {
+		t.Fatalf("Get(%q): %v", key, err)
+	}
+	return v
+}
+
+func mustPut(t *testing.T, s Store, key, value string, ttl time.Duration) {
+	t.Helper()
+	if err := s.Put(t.Context(), key, []byte(value), ttl); err != nil {
+		t.Fatalf("Put(%q): %v", key, err)
+	}
+}
+
+func TestGetPutDelete(t *testing.T) {
+	ctx := t.Context()
+	b := openTest(t, t.TempDir(), BadgerOptions{})
+
+	if _, err := b.Get(ctx, "missing"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get(missing) = %v, want ErrNotFound", err)
+	}
+	if err := b.Delete(ctx, "missing"); err != nil {
+		t.Fatalf("Delete(missing) = %v, want nil", err)
+	}
+
+	steps := []struct {
+		name  string
+		do    func() error
+		key   string
+		want  string // "" means ErrNotFound
+		noKey bool
+	}{
+		{"put", func() error { return b.Put(ctx, "a", []byte("1"), 0) }, "a", "1", false},
+		{"overwrite", func() error { return b.Put(ctx, "a", []byte("2"), 0) }, "a", "2", false},
+		{"empty value", func() error { return b.Put(ctx, "e", nil, 0) }, "e", "", false},
+		{"binary", func() error { return b.Put(ctx, "bin", []byte{0, 255, 0}, time.Hour) }, "bin", "\x00\xff\x00", false},
+		{"delete", func() error { return b.Delete(ctx, "a") }, "a", "", true},
+		{"put after delete", func() error { return b.Put(ctx, "a", []byte("3"), 0) }, "a", "3", false},
+	}
+	for _, st := range steps {
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		got, err := b.Get(ctx, st.key)
+		if st.noKey {
+			if !errors.Is(err, ErrNotFound) {
+				t.Fatalf("%s: Get(%q) = %q, %v; want ErrNotFound", st.name, st.key, got, err)
+			}
+			continue
+		}
+		if err != nil || string(got) != st.want {
+			t.Fatalf("%s: Get(%q) = %q, %v; want %q", st.name, st.key, got, err, st.want)
+		}
+	}
+}
+
+func TestValuesAreCopies(t *testing.T) {
+	ctx := t.Context()
+	b := openTest(t, t.TempDir(), BadgerOptions{})
+
+	in := []byte("hello")
+	if err := b.Put(ctx, "k", in, 0); err != nil {
+		t.Fatal(err)
+	}
+	in[0] = 'J' // the store must not have kept the caller's slice
+	out := mustGet(t, b, "k")
+	if string(out) != "hello" {
+		t.Fatalf("after mutating Put's input, Get = %q", out)
+	}
+	out[0] = 'X'
+	if got := mustGet(t, b, "k"); string(got) != "hello" {
+		t.Fatalf("after mutating Get's result, Get = %q", got)
+	}
+	taken, err := b.Take(ctx, "k")
+	if err != nil || string(taken) != "hello" {
+		t.Fatalf("Take = %q, %v", taken, err)
+	}
+}
+
+func TestInvalidArguments(t *testing.T) {
+	b := openTest(t, t.TempDir(), BadgerOptions{})
+	ctx := t.Context()
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+
+	tests := []struct {
+		name string
+		call func() error
+		want error // nil means any non-nil error
+	}{
+		{"Get empty key", func() error { _, err := b.Get(ctx, ""); return err }, errEmptyKey},
+		{"Put empty key", func() error { return b.Put(ctx, "", []byte("v"), 0) }, errEmptyKey},
+		{"Delete empty key", func() error { return b.Delete(ctx, "") }, errEmptyKey},
+		{"Take empty key", func() error { _, err := b.Take(ctx, ""); return err }, errEmptyKey},
+		{"PutIfAbsent empty key", func() error { _, err := b.PutIfAbsent(ctx, "", []byte("v"), 0); return err }, errEmptyKey},
+		{"Put negative ttl", func() error { return b.Put(ctx, "k", []byte("v"), -time.Second) }, errNegativeTTL},
+		{"PutIfAbsent negative ttl", func() error { _, err := b.PutIfAbsent(ctx, "k", []byte("v"), -1); return err }, errNegativeTTL},
+		{"Badger reserved key", func() error { return b.Put(ctx, "!badger!head", []byte("v"), 0) }, nil},
+		{"Get canceled", func() error { _, err := b.Get(canceled, "k"); return err }, context.Canceled},
+		{"Put canceled", func() error { return b.Put(canceled, "k", []byte("v"), 0) }, context.Canceled},
+		{"Delete canceled", func() error { return b.Delete(canceled, "k") }, context.Canceled},
+		{"Take canceled", func() error { _, err := b.Take(canceled, "k"); return err }, context.Canceled},
+		{"PutIfAbsent canceled", func() error { _, err := b.PutIfAbsent(canceled, "k", []byte("v"), 0); return err }, context.Canceled},
+		{"Backup canceled", func() error { return b.Backup(canceled, new(bytes.Buffer)) }, context.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			if err == nil || (tt.want != nil && !errors.Is(err, tt.want)) {
+				t.Fatalf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	// None of the rejected writes may have happened.
+	if v, err := b.Get(ctx, "k"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get(k) = %q, %v; want ErrNotFound", v, err)
+	}
+}
+
+// waitGone polls key until it is gone and returns when that happened.
+func waitGone(t *testing.T, s Store, key string, deadline time.Duration) time.Time {
+	t.Helper()
+	stop := time.Now().Add(deadline)
+	for {
+		_, err := s.Get(t.Context(), key)
+		now := time.Now()
+		if errors.Is(err, ErrNotFound) {
+			return now
+		}
+		if err != nil {
+			t.Fatalf("Get(%q): %v", key, err)
+		}
+		if now.After(stop) {
+			t.Fatalf("%q still present after %v", key, deadline)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestTTL(t *testing.T) {
+	b := openTest(t, t.TempDir(), BadgerOptions{})
+	mustPut(t, b, "forever", "v", 0)
+
+	t.Run("expiry", func(t *testing.T) {
+		for _, ttl := range []time.Duration{time.Second, 1500 * time.Millisecond} {
+			t.Run(ttl.String(), func(t *testing.T) {
+				t.Parallel()
+				key := "ttl-" + ttl.String()
+				start := time.Now()
+				mustPut(t, b, key, "v", ttl)
+				if got := mustGet(t, b, key); string(got) != "v" {
+					t.Fatalf("Get right after Put = %q", got)
+				}
+				gone := waitGone(t, b, key, ttl+2*time.Second)
+				// Badger counts whole seconds; the key must never go early
+				// and must go within a second of its ttl.
+				if lived := gone.Sub(start); lived < ttl || lived > ttl+time.Second+200*time.Millisecond {
+					t.Fatalf("key with ttl %v lived %v, want [%v, %v+1s]", ttl, lived, ttl, ttl)
+				}
+			})
+		}
+		t.Run("PutIfAbsent over expired key", func(t *testing.T) {
+			t.Parallel()
+			mustPut(t, b, "nonce", "old", time.Second)
+			if ok, err := b.PutIfAbsent(t.Context(), "nonce", []byte("new"), 0); ok || err != nil {
+				t.Fatalf("PutIfAbsent over live key = %v, %v; want false", ok, err)
+			}
+			waitGone(t, b, "nonce", 3*time.Second)
+			if ok, err := b.PutIfAbsent(t.Context(), "nonce", []byte("new"), 0); !ok || err != nil {
+				t.Fatalf("PutIfAbsent over expired key = %v, %v; want true", ok, err)
+			}
+			if got := mustGet(t, b, "nonce"); string(got) != "new" {
+				t.Fatalf("Get = %q, want new", got)
+			}
+		})
+		t.Run("Take of expired key", func(t *testing.T) {
+			t.Parallel()
+			mustPut(t, b, "take-ttl", "v", time.Second)
+			waitGone(t, b, "take-ttl", 3*time.Second)
+			if v, err := b.Take(t.Context(), "take-ttl"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Take(expired) = %q, %v; want ErrNotFound", v, err)
+			}
+		})
+	})
+
+	// The parallel subtests above took over two seconds.
+	if got := mustGet(t, b, "forever"); string(got) != "v" {
+		t.Fatalf("ttl 0 key: Get = %q", got)
+	}
+}
+
+// race runs fn on n goroutines released at once and waits for them.
+func race(n int, fn func(i int)) {
+	var start, done sync.WaitGroup
+	start.Add(1)
+	for i := range n {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			start.Wait()
+			fn(i)
+		}()
+	}
+	start.Done()
+	done.Wait()
+}
+
+func TestTakeOnce(t *testing.T) {
+	ctx := t.Context()
+	b := openTest(t, t.TempDir(), BadgerOptions{})
+	const takers = 64
+	for k := range 8 {
+		key := fmt.Sprintf("nonce-%d", k)
+		want := fmt.Sprintf("value-%d", k)
+		mustPut(t, b, key, want, time.Minute)
+
+		var mu sync.Mutex
+		var got []string
+		var other []error
+		race(takers, func(int) {
+			v, err := b.Take(ctx, key)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				got = append(got, string(v))
+			case !errors.Is(err, ErrNotFound):
+				other = append(other, err)
+			}
+		})
+		if len(other) > 0 {
+			t.Fatalf("%s: unexpected errors: %v", key, other)
+		}
+		if len(got) != 1 || got[0] != want {
+			t.Fatalf("%s: winners got %q, want exactly [%q]", key, got, want)
+		}
+		if _, err := b.Get(ctx, key); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("%s: still present after Take: %v", key, err)
+		}
+	}
+}
+
+func TestPutIfAbsentOnce(t *testing.T) {
+	ctx := t.Context()
+	b := openTest(t, t.TempDir(), BadgerOptions{})
+	const putters = 64
+	for k := range 8 {
+		key := fmt.Sprintf("dedupe-%d", k)
+		var mu sync.Mutex
+		var winners []int
+		var errs []error
+		race(putters, func(i int) {
+			ok, err := b.PutIfAbsent(ctx, key, []byte(fmt.Sprint(i)), time.Minute)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if ok {
+				winners = append(winners, i)
+			}
+		})
+		if len(errs) > 0 {
+			t.Fatalf("%s: errors: %v", key, errs)
+		}
+		if len(winners) != 1 {
+			t.Fatalf("%s: %d callers got true (%v), want 1", key, len(winners), winners)
+		}
+		if got := mustGet(t, b, key); string(got) != fmt.Sprint(winners[0]) {
+			t.Fatalf("%s: stored %q, winner was %d", key, got, winners[0])
+		}
+	}
+}
+
+func TestReopen(t *testing.T) {
+	dir := t.TempDir()
+	b, err := OpenBadger(dir, BadgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, b, "plain", "1", 0)
+	mustPut(t, b, "session", "2", time.Hour)
+	mustPut(t, b, "deleted", "3", 0)
+	if err := b.Delete(t.Context(), "deleted"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	b = openTest(t, dir, BadgerOptions{})
+	for key, want := range map[string]string{"plain": "1", "session": "2"} {
+		if got := mustGet(t, b, key); string(got) != want {
+			t.Errorf("after reopen Get(%q) = %q, want %q", key, got, want)
+		}
+	}
+	if _, err := b.Get(t.Context(), "deleted"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("after reopen deleted key: %v, want ErrNotFound", err)
+	}
+}
+
+func TestOpenLocked(t *testing.T) {
+	dir := t.TempDir()
+	openTest(t, dir, BadgerOptions{})
+
+	b, err := OpenBadger(dir, BadgerOptions{})
+	if err == nil {
+		b.Close()
+		t.Fatal("second OpenBadger of an open dir succeeded")
+	}
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("err = %v, want ErrLocked", err)
+	}
+	if !strings.Contains(err.Error(), dir) {
+		t.Fatalf("err %q does not name the directory %q", err, dir)
+	}
+}
+
+func TestOpenBadDir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(file, "db") // a directory cannot be made under a file
+	_, err := OpenBadger(dir, BadgerOptions{})
+	if err == nil {
+		t.Fatal("OpenBadger under a regular file succeeded")
+	}
+	if errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("err = %v; want a non-lock error naming %q", err, dir)
+	}
+	if _, err := OpenBadger("", BadgerOptions{}); err == nil {
+		t.Fatal(`OpenBadger("") succeeded`)
+	}
+}
+
+func TestClosed(t *testing.T) {
+	b, err := OpenBadger(t.TempDir(), BadgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Ready(); err != nil {
+		t.Fatalf("Ready before Close = %v", err)
+	}
+	mustPut(t, b, "k", "v", 0)
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("second Close = %v", err)
+	}
+
+	ctx := t.Context()
+	calls := map[string]func() error{
+		"Ready":       b.Ready,
+		"Get":         func() error { _, err := b.Get(ctx, "k"); return err },
+		"Put":         func() error { return b.Put(ctx, "k", []byte("v"), 0) },
+		"Delete":      func() error { return b.Delete(ctx, "k") },
+		"Take":        func() error { _, err := b.Take(ctx, "k"); return err },
+		"PutIfAbsent": func() error { _, err := b.PutIfAbsent(ctx, "k", []byte("v"), 0); return err },
+		"Backup":      func() error { return b.Backup(ctx, new(bytes.Buffer)) },
+	}
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, ErrClosed) {
+			t.Errorf("%s after Close = %v, want ErrClosed", name, err)
+		}
+	}
+}
+
+// TestCloseWhileBusy closes the store under concurrent traffic: every call
+// must either work or report ErrClosed, never panic on a closed Badger.
+func TestCloseWhileBusy(t *testing.T) {
+	b, err := OpenBadger(t.TempDir(), BadgerOptions{GCInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				key := fmt.Sprintf("k%d", i%16)
+				var err error
+				switch (w + i) % 4 {
+				case 0:
+					err = b.Put(ctx, key, []byte("v"), time.Minute)
+				case 1:
+					_, err = b.Get(ctx, key)
+				case 2:
+					_, err = b.Take(ctx, key)
+				case 3:
+					_, err = b.PutIfAbsent(ctx, key, []byte("v"), 0)
+				}
+				switch {
+				case errors.Is(err, ErrClosed):
+					return
+				case err != nil && !errors.Is(err, ErrNotFound):
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(50 * time.Millisecond)
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestBackupRestore(t *testing.T) {
+	ctx := t.Context()
+	src := openTest(t, t.TempDir(), BadgerOptions{})
+	want := map[string]string{"a": "1", "b": "2", "session": "3"}
+	for k, v := range want {
+		ttl := time.Duration(0)
+		if k == "session" {
+			ttl = time.Hour
+		}
+		mustPut(t, src, k, v, ttl)
+	}
+	mustPut(t, src, "gone", "x", 0)
+	if err := src.Delete(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	var backup bytes.Buffer
+	if err := src.Backup(ctx, &backup); err != nil {
+		t.Fatalf("Backup: %v", err)
+	}
+	// The source stays usable after an online backup.
+	mustPut(t, src, "after", "4", 0)
+
+	dir := filepath.Join(t.TempDir(), "restored") // Restore creates it
+	if err := Restore(dir, bytes.NewReader(backup.Bytes()), BadgerOptions{}); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	dst := openTest(t, dir, BadgerOptions{})
+	for k, v := range want {
+		if got := mustGet(t, dst, k); string(got) != v {
+			t.Errorf("restored Get(%q) = %q, want %q", k, got, v)
+		}
+	}
+	for _, k := range []string{"gone", "after"} {
+		if _, err := dst.Get(ctx, k); !errors.Is(err, ErrNotFound) {
+			t.Errorf("restored Get(%q) = %v, want ErrNotFound", k, err)
+		}
+	}
+
+	// dir is now in use and not empty; the check must come before the lock.
+	err := Restore(dir, bytes.NewReader(backup.Bytes()), BadgerOptions{})
+	if err == nil || errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("Restore into non-empty dir = %v; want an error naming %q", err, dir)
+	}
+}
+
+func TestRestoreGarbageLeavesDirEmpty(t *testing.T) {
+	dir := t.TempDir()
+	err := Restore(dir, strings.NewReader("\x10\x00\x00\x00\x00\x00\x00\x00not a backup at all"), BadgerOptions{})
+	if err == nil {
+		t.Fatal("Restore of garbage succeeded")
+	}
+	entries, rerr := os.ReadDir(dir)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if len(entries) != 0 {
+		t.Fatalf("failed Restore left %d entries in %s", len(entries), dir)
+	}
+}
+
+// recorder is a slog.Handler that keeps what it is given.
+type recorder struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *recorder) WithGroup(string) slog.Handler            { return r }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.records = append(r.records, rec)
+	return nil
+}
+
+func (r *recorder) find(substr string) (slog.Record, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rec := range r.records {
+		if strings.Contains(rec.Message, substr) {
+			return rec, true
+		}
+	}
+	return slog.Record{}, false
+}
+
+func TestBadgerLogger(t *testing.T) {
+	rec := new(recorder)
+	l := badgerLogger{slog.New(rec)}
+	tests := []struct {
+		log  func(string, ...any)
+		want slog.Level
+	}{
+		{l.Errorf, slog.LevelError},
+		{l.Warningf, slog.LevelWarn},
+		{l.Infof, slog.LevelDebug},
+		{l.Debugf, levelTrace},
+	}
+	for i, tt := range tests {
+		tt.log("line %d\n", i)
+		got, ok := rec.find(fmt.Sprintf("line %d", i))
+		if !ok {
+			t.Fatalf("line %d not logged", i)
+		}
+		if got.Level != tt.want || got.Message != fmt.Sprintf("line %d", i) {
+			t.Errorf("line %d logged as %v %q, want %v without the newline", i, got.Level, got.Message, tt.want)
+		}
+	}
+}
+
+func TestGCLoop(t *testing.T) {
+	dir := t.TempDir()
+	rec := new(recorder)
+	b, err := OpenBadger(dir, BadgerOptions{Logger: slog.New(rec), GCInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Values above the 64 KiB ValueThreshold go to the value log, so
+	// overwriting them leaves garbage there for GC to find.
+	big := bytes.Repeat([]byte("x"), 100<<10)
+	for round := range 20 {
+		for k := range 10 {
+			big[0] = byte(round)
+			if err := b.Put(t.Context(), fmt.Sprint(k), big, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Wait for evidence that RunValueLogGC was actually called: Badger
+	// logs one of these when it looks for a file to rewrite.
+	gcRan := func() bool {
+		for _, msg := range []string{"No file with discard stats", "less than threshold", "Rewriting fid"} {
+			if _, ok := rec.find(msg); ok {
+				return true
+			}
+		}
+		return false
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if gcRan() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("value log GC never ran")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close with GC running = %v", err)
+	}
+	if r, ok := rec.find("GC panicked"); ok {
+		t.Fatalf("GC panicked: %v", r)
+	}
+
+	b = openTest(t, dir, BadgerOptions{})
+	for k := range 10 {
+		got := mustGet(t, b, fmt.Sprint(k))
+		if len(got) != len(big) || got[0] != 19 {
+			t.Fatalf("key %d after GC and reopen: len %d round %d", k, len(got), got[0])
+		}
+	}
+}
+
+func TestInMemory(t *testing.T) {
+	b := openTest(t, "", BadgerOptions{InMemory: true})
+	mustPut(t, b, "k", "v", 0)
+	if got := mustGet(t, b, "k"); string(got) != "v" {
+		t.Fatalf("Get = %q", got)
+	}
+	if err := Restore(t.TempDir(), strings.NewReader(""), BadgerOptions{InMemory: true}); err == nil {
+		t.Fatal("Restore with InMemory succeeded")
+	}
+}
+
+func BenchmarkGetPut(b *testing.B) {
+	s := openTest(b, b.TempDir(), BadgerOptions{})
+	ctx := context.Background()
+	val := bytes.Repeat([]byte("v"), 256)
+	keys := make([]string, 1024)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("session:%04d", i)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		key := keys[i%len(keys)]
+		i++
+		if err := s.Put(ctx, key, val, time.Hour); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Get(ctx, key); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,127 @@
+// Command wxappliance runs the server side of a WeChat Official Account:
+// web login, the central access_token, JS-SDK signatures, media, the message
+// callback and a JSON-RPC API for backends, from one binary.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"wxappliance/appliance"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	if err := m.Run(ctx, os.Args[1:]); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "wxappliance:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// Main is the command line, separate from os so tests can run it.
+type Main struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+	// Started is called with the listening address once serve is ready.
+	Started func(addr string)
+}
+
+const usage = `usage: wxappliance [command] [flags]
+
+commands:
+  serve          run the appliance (the default)
+  check-config   validate a config file and exit
+  version        print the version
+
+Run "wxappliance <command> -h" for a command's flags.
+`
+
+// Run executes the command named by args[0] (serve when absent or a flag).
+func (m *Main) Run(ctx context.Context, args []string) error {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return m.serve(ctx, args)
+	case "check-config":
+		return m.checkConfig(args)
+	case "version":
+		fmt.Fprintln(m.Stdout, "wxappliance", Version())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(m.Stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(m.Stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}
+
+func (m *Main) flags(name string) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	path := fs.String("config", "config.toml", "path to the TOML config file")
+	return fs, path
+}
+
+func (m *Main) serve(ctx context.Context, args []string) error {
+	fs, path := m.flags("serve")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := appliance.LoadConfig(*path, m.Getenv)
+	if err != nil {
+		return err
+	}
+	log, err := appliance.NewLogger(m.Stderr, cfg.Server)
+	if err != nil {
+		return err
+	}
+	log.Info("starting wxappliance", "version", Version(), "config", *path)
+	return appliance.Serve(ctx, cfg, log, m.Started)
+}
+
+func (m *Main) checkConfig(args []string) error {
+	fs, path := m.flags("check-config")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := appliance.LoadConfig(*path, m.Getenv)
+	if err != nil {
+		return err
+	}
+	mode := "WeChat app " + cfg.WeChat.AppID
+	if cfg.WeChat.Sandbox {
+		mode = "sandbox (fake WeChat)"
+	}
+	fmt.Fprintf(m.Stdout, "%s: ok, %s, storage in %s\n", *path, mode, cfg.Storage.Dir)
+	return nil
+}
+
+// Version is the build's version: from -ldflags, else the module version
+// recorded by the go command, else "devel".
+func Version() string {
+	if version != "" {
+		return version
+	}
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		return info.Main.Version
+	}
+	return "devel"
+}
