@@ -15,6 +15,7 @@ import (
 	"wxappliance/appliance/sandbox"
 	"wxappliance/jssdk"
 	"wxappliance/kv"
+	"wxappliance/media"
 	"wxappliance/oauth"
 )
 
@@ -37,9 +38,15 @@ type Appliance struct {
 	store     kv.Store
 	ownsStore bool
 	app       *oauth.App
+	web       *oauth.Web
+	sessions  *oauth.Sessions
 	jssdk     *jssdk.Service
+	media     *media.Service
 	sandbox   *sandbox.Sandbox
 	handler   http.Handler
+
+	allowedReturn func(host string) bool
+	secureCookies bool
 
 	stopBackground context.CancelFunc
 	background     sync.WaitGroup
@@ -84,6 +91,15 @@ func (a *Appliance) build(opts Options) error {
 		Now:      opts.Now,
 		Logger:   a.log.With("component", "access_token"),
 	})
+	a.web = oauth.NewWeb(client, a.cfg.WeChat.AppID, a.cfg.WeChat.AppSecret, a.cfg.WeChat.OAuthBase, opts.Now)
+	a.sessions = oauth.NewSessions(a.store, a.web, oauth.SessionConfig{
+		TTL:    a.cfg.OAuth.SessionTTL.D(),
+		Now:    opts.Now,
+		Logger: a.log.With("component", "sessions"),
+	})
+	a.media = media.New(a.app, media.Options{MaxBytes: a.cfg.Media.MaxBytes, Timeout: a.cfg.Media.Timeout.D()})
+	a.allowedReturn = hostMatcher(a.cfg.OAuth.AllowedReturnHosts)
+	a.secureCookies = strings.HasPrefix(a.cfg.Server.BaseURL, "https://")
 	jssdkHosts := a.cfg.JSSDK.AllowedHosts
 	if len(jssdkHosts) == 0 {
 		jssdkHosts = a.cfg.OAuth.AllowedReturnHosts
@@ -115,6 +131,9 @@ func (a *Appliance) App() *oauth.App { return a.app }
 
 // JSSDK is the ticket holder and signer.
 func (a *Appliance) JSSDK() *jssdk.Service { return a.jssdk }
+
+// Sessions holds logins, login states and tickets.
+func (a *Appliance) Sessions() *oauth.Sessions { return a.sessions }
 
 // Start runs the background refreshers until Close.
 func (a *Appliance) Start() {

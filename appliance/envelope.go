@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"wxappliance/jssdk"
+	"wxappliance/media"
 	"wxappliance/oauth"
 )
 
@@ -57,6 +58,13 @@ var errorMapping = []struct {
 	status int
 	msg    string
 }{
+	{is(oauth.ErrNeedUserInfoScope), http.StatusUnauthorized, "需要snsapi_userinfo授权才能获取用户信息，请以scope=snsapi_userinfo重新登录"},
+	{is(oauth.ErrNoSession), http.StatusUnauthorized, msgNotLoggedIn},
+	{is(oauth.ErrNotSubscribed), http.StatusForbidden, msgNotSubscribed},
+	{is(oauth.ErrBadLoginState), http.StatusBadRequest, "登录状态无效或已过期，请重新登录"},
+	{is(media.ErrBadID), http.StatusBadRequest, msgBadMediaID},
+	{is(media.ErrTooLarge), http.StatusRequestEntityTooLarge, "媒体文件超过大小上限"},
+	{tooLarge, http.StatusRequestEntityTooLarge, "请求体过大"},
 	{is(oauth.ErrTimeout), http.StatusGatewayTimeout, msgTimeout},
 	{code(oauth.CodeBusy), http.StatusGatewayTimeout, msgTimeout},
 	{is(oauth.ErrUnavailable), http.StatusGatewayTimeout, "微信服务器无法访问"},
@@ -65,6 +73,11 @@ var errorMapping = []struct {
 	{code(oauth.CodeInvalidCode, oauth.CodeCodeUsed), http.StatusUnauthorized, "授权码无效或已使用，请重新登录"},
 	{code(oauth.CodeQuota), http.StatusInternalServerError, "微信接口调用次数已达今日上限"},
 	{is(jssdk.ErrBadURL), http.StatusBadRequest, "url参数缺失或无效"},
+}
+
+func tooLarge(err error) bool {
+	var mbe *http.MaxBytesError
+	return errors.As(err, &mbe)
 }
 
 func is(target error) func(error) bool {

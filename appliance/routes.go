@@ -9,12 +9,35 @@ import (
 // routes is the route table: every path the appliance answers is here.
 func (a *Appliance) routes() http.Handler {
 	mux := http.NewServeMux()
+	wechat := a.cfg.WeChat.Timeout.D()
+	browser := func(method, path string, timeout time.Duration, h handlerFunc) {
+		mux.HandleFunc(method+" "+path, a.handle(timeout, h))
+		// The same path without a method catches every other method.
+		mux.HandleFunc(path, methodNotAllowed(method))
+	}
+
+	// The seed contract's routes (S1, S2, U1-U3, O1, O2), plus raw media.
+	browser("GET", "/auth", wechat, a.auth)
+	browser("GET", "/auth/code", wechat, a.authCode)
+	browser("GET", "/auth/user/openid", wechat, a.authOpenID)
+	browser("GET", "/auth/user", wechat, a.authUser)
+	browser("GET", "/offiaccount/user", wechat, a.offiaccountUser)
+	browser("POST", "/offiaccount/jssdk", wechat, a.jssdkConfig)
+	browser("GET", "/offiaccount/media", a.cfg.Media.Timeout.D(), a.mediaBase64)
+	browser("GET", "/offiaccount/media/raw", a.cfg.Media.Timeout.D(), a.mediaRaw)
+
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)
 	if a.sandbox != nil {
 		mux.Handle("/sandbox/", http.StripPrefix("/sandbox", a.sandbox))
 	}
-	return recoverPanics(a.log, accessLog(a.log, mux))
+	mux.HandleFunc("/", notFound)
+
+	var h http.Handler = mux
+	h = cors(a.cfg.CORS.AllowedOrigins, h)
+	h = limitBodies(a.cfg.Server.MaxBodyBytes, h)
+	h = accessLog(a.log, h)
+	return recoverPanics(a.log, h)
 }
 
 func (a *Appliance) healthz(w http.ResponseWriter, r *http.Request) {

@@ -114,15 +114,28 @@ func (a *App) CallJSON(ctx context.Context, req Request, out any) error {
 	})
 }
 
-// UserInfo is cgi-bin/user/info: the subscriber's profile for openid, as
-// WeChat sent it.
+// UserInfo is cgi-bin/user/info: the follower's profile as WeChat sent it,
+// or ErrNotSubscribed when openid does not follow the account (WeChat then
+// answers only {"subscribe":0,...}).
 func (a *App) UserInfo(ctx context.Context, openid string) (json.RawMessage, error) {
 	var raw json.RawMessage
 	err := a.CallJSON(ctx, Request{
 		Path:  "cgi-bin/user/info",
 		Query: url.Values{"openid": {openid}, "lang": {"zh_CN"}},
 	}, &raw)
-	return raw, err
+	if err != nil {
+		return nil, err
+	}
+	var sub struct {
+		Subscribe *int `json:"subscribe"`
+	}
+	if err := json.Unmarshal(raw, &sub); err != nil || sub.Subscribe == nil {
+		return nil, fmt.Errorf("%w: cgi-bin/user/info without subscribe", ErrBadResponse)
+	}
+	if *sub.Subscribe == 0 {
+		return nil, ErrNotSubscribed
+	}
+	return raw, nil
 }
 
 func withToken(req Request, token string) Request {

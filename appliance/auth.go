@@ -1,0 +1,161 @@
+package appliance
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"wxappliance/oauth"
+)
+
+// The login binding cookie ties a login state to the browser that started
+// it, so a callback link crafted by someone else cannot finish a login here.
+func (a *Appliance) bindingCookieName() string { return a.cfg.OAuth.SessionCookie + "_login" }
+
+func (a *Appliance) cookie(name, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{
+		Name:     name,
+		Value:    value,
+		Path:     a.cfg.OAuth.CookiePath,
+		MaxAge:   maxAge,
+		HttpOnly: true,
+		Secure:   a.secureCookies,
+		SameSite: http.SameSiteLaxMode,
+	}
+}
+
+// auth is S1: GET /auth?state=URL[&scope=...][&ticket=1]. state is the
+// page to return to after login; it must be on an allowed host.
+func (a *Appliance) auth(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	if q.Get("state") == "" {
+		return badRequest("缺少state参数（登录后返回的页面地址）", nil)
+	}
+	returnURL, err := checkReturnURL(q.Get("state"), a.allowedReturn)
+	if err != nil {
+		return badRequest("state参数不是允许的返回地址", err)
+	}
+	scope := a.cfg.OAuth.Scope
+	if s := q.Get("scope"); s != "" {
+		if s != oauth.ScopeBase && s != oauth.ScopeUserInfo {
+			return badRequest("scope参数只能是snsapi_base或snsapi_userinfo", nil)
+		}
+		scope = s
+	}
+	// One binding per browser, kept across logins, so two tabs logging in
+	// at once do not break each other.
+	binding := ""
+	if c, err := r.Cookie(a.bindingCookieName()); err == nil && oauth.ValidSecret(c.Value) {
+		binding = c.Value
+	} else {
+		binding = oauth.NewSecret()
+	}
+	nonce, err := a.sessions.BeginLogin(r.Context(), binding, oauth.LoginRequest{
+		ReturnURL: returnURL,
+		Scope:     scope,
+		Ticket:    q.Get("ticket") == "1",
+	})
+	if err != nil {
+		return err
+	}
+	http.SetCookie(w, a.cookie(a.bindingCookieName(), binding, int(oauth.LoginStateTTL.Seconds())))
+	w.Header().Set("Cache-Control", "no-store")
+	redirect := a.web.AuthorizeURL(a.cfg.Server.BaseURL+"/auth/code", scope, nonce)
+	http.Redirect(w, r, redirect, http.StatusFound)
+	return nil
+}
+
+// authCode is S2: WeChat sends the browser back here with code and the
+// nonce as state.
+func (a *Appliance) authCode(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	binding := ""
+	if c, err := r.Cookie(a.bindingCookieName()); err == nil {
+		binding = c.Value
+	}
+	login, err := a.sessions.FinishLogin(r.Context(), q.Get("state"), binding)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	w.Header().Set("Cache-Control", "no-store")
+	code := q.Get("code")
+	if code == "" {
+		// The user refused: back to the page, still logged out.
+		http.Redirect(w, r, login.ReturnURL, http.StatusFound)
+		return nil
+	}
+	tok, err := a.web.Exchange(r.Context(), code)
+	if err != nil {
+		return err
+	}
+	id, err := a.sessions.Create(r.Context(), tok)
+	if err != nil {
+		return err
+	}
+	// A session id the browser brought along is never adopted; the session
+	// it named, if any, ends here.
+	if old, err := r.Cookie(a.cfg.OAuth.SessionCookie); err == nil {
+		if err := a.sessions.Delete(r.Context(), old.Value); err != nil {
+			a.log.Warn("could not end the previous session", "err", err)
+		}
+	}
+	http.SetCookie(w, a.cookie(a.cfg.OAuth.SessionCookie, id, int(a.cfg.OAuth.SessionTTL.D().Seconds())))
+	target := login.ReturnURL
+	if login.Ticket {
+		sess := oauth.Session{OpenID: tok.OpenID, UnionID: tok.UnionID, Scope: tok.Scope}
+		ticket, err := a.sessions.IssueTicket(r.Context(), sess)
+		if err != nil {
+			return err
+		}
+		target = appendQuery(target, "wx_ticket", ticket)
+	}
+	http.Redirect(w, r, target, http.StatusFound)
+	return nil
+}
+
+// session returns the request's session or oauth.ErrNoSession.
+func (a *Appliance) session(r *http.Request) (string, oauth.Session, error) {
+	c, err := r.Cookie(a.cfg.OAuth.SessionCookie)
+	if err != nil {
+		return "", oauth.Session{}, oauth.ErrNoSession
+	}
+	sess, err := a.sessions.Lookup(r.Context(), c.Value)
+	return c.Value, sess, err
+}
+
+// authOpenID is U1: {"openid": ...} for the logged-in browser.
+func (a *Appliance) authOpenID(w http.ResponseWriter, r *http.Request) error {
+	_, sess, err := a.session(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"openid": sess.OpenID})
+	return nil
+}
+
+// authUser is U2: sns/userinfo with the session's user token.
+func (a *Appliance) authUser(w http.ResponseWriter, r *http.Request) error {
+	id, _, err := a.session(r)
+	if err != nil {
+		return err
+	}
+	info, err := a.sessions.UserInfo(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeRawJSON(w, info)
+	return nil
+}
+
+// writeRawJSON passes a JSON object WeChat sent through unchanged, so every
+// field, Chinese and emoji included, reaches the browser as WeChat wrote it.
+func writeRawJSON(w http.ResponseWriter, raw json.RawMessage) {
+	if !json.Valid(raw) {
+		writeEnvelope(w, http.StatusInternalServerError, msgServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Write(raw)
+}

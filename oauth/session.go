@@ -1,0 +1,345 @@
+package oauth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"wxappliance/kv"
+)
+
+// Errors of the login and session flow.
+var (
+	ErrNoSession         = errors.New("oauth: not logged in")
+	ErrNeedUserInfoScope = errors.New("oauth: the login has snsapi_base scope, snsapi_userinfo is needed")
+	ErrBadLoginState     = errors.New("oauth: login state unknown, expired, already used or started in another browser")
+	ErrBadTicket         = errors.New("oauth: login ticket unknown, expired or already used")
+	ErrNotSubscribed     = errors.New("oauth: the user does not follow the account")
+)
+
+// Lifetimes of the short-lived login records.
+const (
+	LoginStateTTL = 10 * time.Minute
+	TicketTTL     = 5 * time.Minute
+	// refreshEarly renews a user token this long before WeChat's expiry so a
+	// request does not race it.
+	refreshEarly = time.Minute
+)
+
+// kv key prefixes. Every secret (session id, nonce, ticket) is stored under
+// its sha256, so the data directory or a backup of it holds nothing a
+// browser could present.
+const (
+	sessionPrefix = "sess/"
+	loginPrefix   = "login/"
+	ticketPrefix  = "ticket/"
+)
+
+// Session is a logged-in browser, stored on the server. The browser holds
+// only its random id.
+type Session struct {
+	OpenID          string    `json:"openid"`
+	UnionID         string    `json:"unionid,omitempty"`
+	Scope           string    `json:"scope"`
+	AccessToken     string    `json:"access_token"`
+	AccessExpiresAt time.Time `json:"access_expires_at"`
+	RefreshToken    string    `json:"refresh_token"`
+	CreatedAt       time.Time `json:"created_at"`
+}
+
+// HasUserInfoScope reports whether the user agreed to share their profile.
+// WeChat lists scopes separated by commas.
+func (s Session) HasUserInfoScope() bool {
+	for _, sc := range strings.Split(s.Scope, ",") {
+		if strings.TrimSpace(sc) == ScopeUserInfo {
+			return true
+		}
+	}
+	return false
+}
+
+// LoginRequest is what /auth remembers for /auth/code.
+type LoginRequest struct {
+	ReturnURL string `json:"return_url"`
+	Scope     string `json:"scope"`
+	// Ticket asks for a one-time login ticket appended to the return URL.
+	Ticket bool `json:"ticket,omitempty"`
+}
+
+type loginRecord struct {
+	LoginRequest
+	BindingHash string `json:"binding"`
+}
+
+// Login is what a redeemed ticket tells a backend.
+type Login struct {
+	OpenID  string `json:"openid"`
+	UnionID string `json:"unionid,omitempty"`
+	Scope   string `json:"scope"`
+}
+
+// SessionConfig configures Sessions.
+type SessionConfig struct {
+	TTL    time.Duration // how long a login lasts
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Sessions keeps logins, the login states between /auth and /auth/code, and
+// one-time login tickets.
+type Sessions struct {
+	store kv.Store
+	web   *Web
+	ttl   time.Duration
+	now   func() time.Time
+	log   *slog.Logger
+}
+
+// NewSessions returns Sessions stored in store, refreshing user tokens with web.
+func NewSessions(store kv.Store, web *Web, cfg SessionConfig) *Sessions {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Sessions{store: store, web: web, ttl: cfg.TTL, now: cfg.Now, log: cfg.Logger}
+}
+
+// NewSecret returns a random id for a session, nonce, ticket or browser
+// binding: 26 characters of [A-Z2-7], 130 bits, within WeChat's rule for
+// state ([A-Za-z0-9], at most 128 bytes).
+func NewSecret() string { return rand.Text() }
+
+// ValidSecret reports whether s has the shape NewSecret produces, so that
+// junk from a cookie or query never reaches the store.
+func ValidSecret(s string) bool {
+	if len(s) != 26 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || '2' <= c && c <= '7') {
+			return false
+		}
+	}
+	return true
+}
+
+func hashKey(prefix, secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return prefix + hex.EncodeToString(sum[:])
+}
+
+// Create stores a new session for tok and returns its id. The id is always
+// fresh: a session id a browser presents is never adopted.
+func (s *Sessions) Create(ctx context.Context, tok UserToken) (string, error) {
+	id := NewSecret()
+	sess := Session{
+		OpenID:          tok.OpenID,
+		UnionID:         tok.UnionID,
+		Scope:           tok.Scope,
+		AccessToken:     tok.AccessToken,
+		AccessExpiresAt: tok.ExpiresAt,
+		RefreshToken:    tok.RefreshToken,
+		CreatedAt:       s.now(),
+	}
+	if err := s.put(ctx, id, sess); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// Lookup returns the session with id, or ErrNoSession.
+func (s *Sessions) Lookup(ctx context.Context, id string) (Session, error) {
+	if !ValidSecret(id) {
+		return Session{}, ErrNoSession
+	}
+	data, err := s.store.Get(ctx, hashKey(sessionPrefix, id))
+	if errors.Is(err, kv.ErrNotFound) {
+		return Session{}, ErrNoSession
+	}
+	if err != nil {
+		return Session{}, fmt.Errorf("load session: %w", err)
+	}
+	var sess Session
+	if err := json.Unmarshal(data, &sess); err != nil || sess.OpenID == "" {
+		return Session{}, fmt.Errorf("%w: unreadable session record", ErrNoSession)
+	}
+	return sess, nil
+}
+
+// Delete ends the session with id; ending a missing one is not an error.
+func (s *Sessions) Delete(ctx context.Context, id string) error {
+	if !ValidSecret(id) {
+		return nil
+	}
+	return s.store.Delete(ctx, hashKey(sessionPrefix, id))
+}
+
+// UserInfo is sns/userinfo for the session's user. The user token is renewed
+// with the refresh_token when it has expired by our clock, or when WeChat
+// rejects it, once. When the refresh_token is refused the session is ended
+// and ErrNoSession returned: the user must log in again.
+func (s *Sessions) UserInfo(ctx context.Context, id string) (json.RawMessage, error) {
+	sess, err := s.Lookup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !sess.HasUserInfoScope() {
+		return nil, ErrNeedUserInfoScope
+	}
+	if !s.now().Before(sess.AccessExpiresAt.Add(-refreshEarly)) {
+		if sess, err = s.refresh(ctx, id, sess); err != nil {
+			return nil, err
+		}
+	}
+	info, err := s.web.UserInfo(ctx, sess.AccessToken, sess.OpenID)
+	if IsTokenRejected(err) {
+		if sess, err = s.refresh(ctx, id, sess); err != nil {
+			return nil, err
+		}
+		info, err = s.web.UserInfo(ctx, sess.AccessToken, sess.OpenID)
+	}
+	if HasCode(err, CodeScopeUnauthorize) {
+		return nil, fmt.Errorf("%w: %w", ErrNeedUserInfoScope, err)
+	}
+	return info, err
+}
+
+func (s *Sessions) refresh(ctx context.Context, id string, sess Session) (Session, error) {
+	tok, err := s.web.Refresh(ctx, sess.RefreshToken)
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		// WeChat refused the refresh_token (40030 invalid, 42002 expired,
+		// ...): nothing but a new login helps.
+		s.log.Info("refresh_token refused, ending the session", "errcode", apiErr.Code)
+		if derr := s.Delete(ctx, id); derr != nil {
+			s.log.Warn("could not delete session", "err", derr)
+		}
+		return Session{}, fmt.Errorf("%w: %w", ErrNoSession, err)
+	}
+	if err != nil {
+		return Session{}, err
+	}
+	sess.AccessToken = tok.AccessToken
+	sess.AccessExpiresAt = tok.ExpiresAt
+	if tok.RefreshToken != "" {
+		sess.RefreshToken = tok.RefreshToken
+	}
+	if tok.Scope != "" {
+		sess.Scope = tok.Scope
+	}
+	if err := s.put(ctx, id, sess); err != nil {
+		return Session{}, err
+	}
+	return sess, nil
+}
+
+// put stores sess until CreatedAt + TTL: refreshing a token does not extend
+// the login.
+func (s *Sessions) put(ctx context.Context, id string, sess Session) error {
+	ttl := sess.CreatedAt.Add(s.ttl).Sub(s.now())
+	if ttl <= 0 {
+		return ErrNoSession
+	}
+	data, err := json.Marshal(sess)
+	if err != nil {
+		return err
+	}
+	if err := s.store.Put(ctx, hashKey(sessionPrefix, id), data, ttl); err != nil {
+		return fmt.Errorf("store session: %w", err)
+	}
+	return nil
+}
+
+// BeginLogin remembers req for LoginStateTTL under a new nonce, which is
+// sent to WeChat as state. binding is the browser's binding cookie: the
+// nonce can only be finished by the browser that started it, so nobody can
+// log a victim into the attacker's account with a crafted callback link.
+func (s *Sessions) BeginLogin(ctx context.Context, binding string, req LoginRequest) (string, error) {
+	if !ValidSecret(binding) {
+		return "", errors.New("oauth: bad browser binding")
+	}
+	nonce := NewSecret()
+	data, err := json.Marshal(loginRecord{LoginRequest: req, BindingHash: hashKey("", binding)})
+	if err != nil {
+		return "", err
+	}
+	if err := s.store.Put(ctx, hashKey(loginPrefix, nonce), data, LoginStateTTL); err != nil {
+		return "", fmt.Errorf("store login state: %w", err)
+	}
+	return nonce, nil
+}
+
+// FinishLogin consumes the login state of nonce if binding is the browser
+// that started it. A nonce presented by another browser is left untouched
+// for its owner.
+func (s *Sessions) FinishLogin(ctx context.Context, nonce, binding string) (LoginRequest, error) {
+	if !ValidSecret(nonce) || !ValidSecret(binding) {
+		return LoginRequest{}, ErrBadLoginState
+	}
+	key := hashKey(loginPrefix, nonce)
+	data, err := s.store.Get(ctx, key)
+	if errors.Is(err, kv.ErrNotFound) {
+		return LoginRequest{}, ErrBadLoginState
+	}
+	if err != nil {
+		return LoginRequest{}, fmt.Errorf("load login state: %w", err)
+	}
+	var rec loginRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return LoginRequest{}, fmt.Errorf("%w: unreadable record", ErrBadLoginState)
+	}
+	if subtle.ConstantTimeCompare([]byte(rec.BindingHash), []byte(hashKey("", binding))) != 1 {
+		return LoginRequest{}, fmt.Errorf("%w: started in another browser", ErrBadLoginState)
+	}
+	// Take decides between two racing finishes of the same nonce.
+	if _, err := s.store.Take(ctx, key); errors.Is(err, kv.ErrNotFound) {
+		return LoginRequest{}, ErrBadLoginState
+	} else if err != nil {
+		return LoginRequest{}, fmt.Errorf("consume login state: %w", err)
+	}
+	return rec.LoginRequest, nil
+}
+
+// IssueTicket returns a one-time ticket, valid for TicketTTL, that a
+// backend redeems for the session's openid.
+func (s *Sessions) IssueTicket(ctx context.Context, sess Session) (string, error) {
+	ticket := NewSecret()
+	data, err := json.Marshal(Login{OpenID: sess.OpenID, UnionID: sess.UnionID, Scope: sess.Scope})
+	if err != nil {
+		return "", err
+	}
+	if err := s.store.Put(ctx, hashKey(ticketPrefix, ticket), data, TicketTTL); err != nil {
+		return "", fmt.Errorf("store ticket: %w", err)
+	}
+	return ticket, nil
+}
+
+// RedeemTicket consumes ticket: of any number of callers, one gets the login.
+func (s *Sessions) RedeemTicket(ctx context.Context, ticket string) (Login, error) {
+	if !ValidSecret(ticket) {
+		return Login{}, ErrBadTicket
+	}
+	data, err := s.store.Take(ctx, hashKey(ticketPrefix, ticket))
+	if errors.Is(err, kv.ErrNotFound) {
+		return Login{}, ErrBadTicket
+	}
+	if err != nil {
+		return Login{}, fmt.Errorf("redeem ticket: %w", err)
+	}
+	var l Login
+	if err := json.Unmarshal(data, &l); err != nil {
+		return Login{}, fmt.Errorf("%w: unreadable record", ErrBadTicket)
+	}
+	return l, nil
+}
