@@ -3,8 +3,10 @@ package appliance_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -126,4 +128,57 @@ func TestSecondProcessOnSameDataDir(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "in use by another process") || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("err = %v, want a clear message naming the directory", err)
 	}
+}
+
+// A client trickling its headers (slowloris) is cut off after
+// server.read_header_timeout instead of holding a connection forever.
+func TestSlowHeadersCutOff(t *testing.T) {
+	cfg := appliance.DefaultConfig()
+	cfg.Server.Listen = "127.0.0.1:0"
+	cfg.Server.ReadHeaderTimeout = appliance.Duration(300 * time.Millisecond)
+	cfg.Storage.Dir = t.TempDir()
+	cfg.WeChat.Sandbox = true
+	cfg.WeChat.AppID = appliance.SandboxAppID
+	cfg.WeChat.AppSecret = appliance.SandboxAppSecret
+	cfg.OAuth.AllowedReturnHosts = []string{"127.0.0.1"}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- appliance.Serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { addrc <- a })
+	}()
+	defer func() { cancel(); <-done }()
+	addr := <-addrc
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	header := "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + strings.Repeat("a", 40) + "\r\n\r\n"
+	start := time.Now()
+	sent := 0
+	for ; sent < len(header); sent++ {
+		if _, err := conn.Write([]byte{header[sent]}); err != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+		conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+		if _, err := conn.Read(make([]byte, 1)); err != nil && !isTimeout(err) {
+			break // closed by the server
+		}
+	}
+	if sent >= len(header) {
+		t.Fatalf("the server waited %v for the whole trickled header", time.Since(start))
+	}
+	// The cut came after the timeout, not before: a slow but legal client
+	// gets its due.
+	if elapsed := time.Since(start); elapsed < 300*time.Millisecond {
+		t.Fatalf("cut off after %v, before read_header_timeout", elapsed)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
