@@ -11,6 +11,7 @@ func (a *Appliance) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)
+	a.callbackRoutes(mux) // callback.path (GET, POST) and /MP_verify_*.txt; see callback.go
 	if a.sandbox != nil {
 		mux.Handle("/sandbox/", http.StripPrefix("/sandbox", a.sandbox))
 	}

@@ -25,7 +25,7 @@ const (
 const MaxArticles = 8
 
 // ErrBadReply is wrapped by Reply.Validate's errors.
-var ErrBadReply = errors.New("callback: invalid reply")
+var ErrBadReply = errors.New("invalid reply")
 
 // Reply is a passive reply. It comes from rules or from an RPC subscriber,
 // so its JSON form is part of the RPC protocol and stable:
