@@ -55,9 +55,10 @@ func dedupeKey(m *Message) string {
 }
 
 // claim reports whether this delivery is the first of its message. When the
-// store fails it says yes: answering twice is better than never.
+// store fails it says yes: answering twice is better than never. The claim
+// is made even if WeChat has hung up, so that its retry is recognised.
 func (s *Service) claim(ctx context.Context, key string) (first, stored bool) {
-	ok, err := s.store.PutIfAbsent(ctx, key, recordPending, s.dedupeTTL)
+	ok, err := s.store.PutIfAbsent(context.WithoutCancel(ctx), key, recordPending, s.dedupeTTL)
 	if err != nil {
 		s.log.Warn("callback dedupe store failed, answering without dedupe", "err", err)
 		return true, false
@@ -89,12 +90,17 @@ func (s *Service) stored(ctx context.Context, key string, deadline time.Time) []
 			return rec[1:]
 		case err == nil && bytes.Equal(rec, recordPending):
 			// The first delivery is still being answered.
+		case err == nil:
+			s.log.Warn("callback dedupe record of unknown form, answering success", "bytes", len(rec))
+			return []byte(Success)
 		case errors.Is(err, kv.ErrNotFound):
 			// Expired between the claim and now: the first was
 			// answered long ago.
 			return []byte(Success)
 		default:
-			s.log.Warn("callback dedupe record unreadable", "err", err)
+			if ctx.Err() == nil {
+				s.log.Warn("callback dedupe store failed, answering success", "err", err)
+			}
 			return []byte(Success)
 		}
 		select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -481,5 +482,67 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	if _, err := New(nil, d, Config{Token: testToken}); err == nil {
 		t.Error("nil store accepted")
+	}
+}
+
+// failingStore is a store that is down.
+type failingStore struct{}
+
+var errStoreDown = errors.New("store down")
+
+func (failingStore) Get(context.Context, string) ([]byte, error) { return nil, errStoreDown }
+func (failingStore) Put(context.Context, string, []byte, time.Duration) error {
+	return errStoreDown
+}
+func (failingStore) PutIfAbsent(context.Context, string, []byte, time.Duration) (bool, error) {
+	return false, errStoreDown
+}
+
+// With the dedupe store down, messages are still answered: a possible
+// double answer is better than none.
+func TestStoreDownStillAnswers(t *testing.T) {
+	d, _ := NewDispatcher(echoRules)
+	logs := &logBuffer{}
+	s, err := New(failingStore{}, d, Config{
+		Token: testToken, AppID: testAppID, Now: func() time.Time { return testNow },
+		Logger: slog.New(slog.NewTextHandler(logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err := s.Handle(t.Context(), plainRequest(testToken, testTimestamp(), "1"), []byte(textXML("1", "ping")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := ParseMessage(ans.Body); m == nil || m.Content != "pong" {
+		t.Fatalf("answer %s", ans.Body)
+	}
+	if !strings.Contains(logs.String(), "without dedupe") {
+		t.Fatalf("store failure not logged: %s", logs)
+	}
+}
+
+// WeChat hanging up before the answer must not lose the dedupe record: its
+// retry is answered from the store, not dispatched again.
+func TestHungUpRequestIsStillRemembered(t *testing.T) {
+	s := newTestService(t, Rules{}, nil)
+	var n atomic.Int32
+	s.SetSubscriber(subscriberFunc(func(context.Context, *Message) (*Reply, bool, error) {
+		n.Add(1)
+		return &Reply{Type: ReplyText, Content: "once"}, true, nil
+	}))
+	q, body := plainRequest(testToken, testTimestamp(), "1"), []byte(textXML("11", "x"))
+	gone, cancel := context.WithCancel(t.Context())
+	cancel()
+	first, err := s.Handle(gone, q, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retry, err := s.Handle(t.Context(), q, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Load() != 1 || !retry.Duplicate || string(retry.Body) != string(first.Body) {
+		t.Fatalf("dispatches %d, duplicate %v, bodies:\n%s\n%s", n.Load(), retry.Duplicate, first.Body, retry.Body)
 	}
 }
