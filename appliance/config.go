@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,6 +43,7 @@ type ServerConfig struct {
 	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
 	MaxHeaderBytes    int      `toml:"max_header_bytes"`
 	MaxBodyBytes      int64    `toml:"max_body_bytes"`
+	MemoryLimit       ByteSize `toml:"memory_limit"`
 }
 
 type StorageConfig struct {
@@ -125,6 +127,7 @@ func DefaultConfig() Config {
 			ShutdownTimeout:   Duration(15 * time.Second),
 			MaxHeaderBytes:    16 << 10,
 			MaxBodyBytes:      1 << 20,
+			MemoryLimit:       64 << 20,
 		},
 		Storage: StorageConfig{Dir: "data"},
 		WeChat: WeChatConfig{
@@ -294,6 +297,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.MaxHeaderBytes < 1024 {
 		bad("server.max_header_bytes", "must be at least 1024, got %d", c.Server.MaxHeaderBytes)
+	}
+	if c.Server.MemoryLimit != 0 && c.Server.MemoryLimit < 16<<20 {
+		bad("server.memory_limit", "must be 0 (no limit) or at least 16MiB, got %d bytes", int64(c.Server.MemoryLimit))
 	}
 	if c.Server.MaxBodyBytes < 1024 {
 		bad("server.max_body_bytes", "must be at least 1024, got %d", c.Server.MaxBodyBytes)
@@ -513,3 +519,31 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d)
 
 // D returns the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// ByteSize is a size written as a string such as "64MiB", "512KiB",
+// "1GiB" or "0" (a number without unit is bytes).
+type ByteSize int64
+
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+
+func (b *ByteSize) UnmarshalText(text []byte) error {
+	s := strings.TrimSpace(string(text))
+	mult := int64(1)
+	for _, u := range byteUnits {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(num), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return fmt.Errorf("want a size such as \"64MiB\" or \"0\", got %q", text)
+	}
+	*b = ByteSize(n * mult)
+	return nil
+}
+
+func (b ByteSize) MarshalText() ([]byte, error) { return []byte(strconv.FormatInt(int64(b), 10)), nil }

@@ -42,7 +42,7 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 	text := string(data)
 	for _, key := range []string{
 		"listen", "base_url", "log_format", "log_level", "read_header_timeout", "read_timeout",
-		"write_timeout", "idle_timeout", "shutdown_timeout", "max_header_bytes", "max_body_bytes",
+		"write_timeout", "idle_timeout", "shutdown_timeout", "max_header_bytes", "max_body_bytes", "memory_limit",
 		"dir", "sandbox", "app_id", "app_secret", "api_base", "api_fallback", "oauth_base", "timeout",
 		"token_api", "allowed_return_hosts", "scope", "session_cookie", "cookie_path", "session_ttl",
 		"allowed_hosts", "max_bytes", "allowed_origins", "path", "token", "encoding_aes_key",
@@ -90,6 +90,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"rpc short key", "[wechat]\nsandbox = true\n[[rpc.keys]]\nname = \"b\"\nkey = \"short\"\n", "rpc.keys[0].key"},
 		{"rpc duplicate name", "[wechat]\nsandbox = true\n[[rpc.keys]]\nname = \"b\"\nkey = \"0123456789abcdef\"\n[[rpc.keys]]\nname = \"b\"\nkey = \"0123456789abcdefg\"\n", "rpc.keys[1].name"},
 		{"wrong type", "[wechat]\nsandbox = \"yes\"\n", "wechat.sandbox"},
+		{"memory limit unit", "[server]\nmemory_limit = \"64 lots\"\n[wechat]\nsandbox = true\n", "server.memory_limit"},
+		{"memory limit tiny", "[server]\nmemory_limit = \"1MiB\"\n[wechat]\nsandbox = true\n", "server.memory_limit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -175,6 +177,21 @@ func TestLoopbackAddr(t *testing.T) {
 	} {
 		if got := LoopbackAddr(in); got != want {
 			t.Errorf("LoopbackAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]ByteSize{"64MiB": 64 << 20, "512 KiB": 512 << 10, "1GiB": 1 << 30, "100MB": 100e6, "0": 0, "2048": 2048, "10B": 10} {
+		var b ByteSize
+		if err := b.UnmarshalText([]byte(in)); err != nil || b != want {
+			t.Errorf("%q -> %d, %v; want %d", in, b, err, want)
+		}
+	}
+	for _, in := range []string{"", "MiB", "-1MiB", "1.5GiB", "64 mib", "99999999999GiB"} {
+		var b ByteSize
+		if err := b.UnmarshalText([]byte(in)); err == nil {
+			t.Errorf("%q accepted as %d", in, b)
 		}
 	}
 }

@@ -40,14 +40,15 @@ func main() {
 	conns := flag.Int("conns", 32, "concurrent connections per scenario")
 	bin := flag.String("bin", "", "appliance binary (default: build it with CGO_ENABLED=0)")
 	logLevel := flag.String("log-level", "info", "the appliance's server.log_level (logs go to a file)")
+	only := flag.String("only", "", "run only the scenarios whose name contains this")
 	flag.Parse()
-	if err := run(*duration, *conns, *bin, *logLevel); err != nil {
+	if err := run(*duration, *conns, *bin, *logLevel, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
 	}
 }
 
-func run(duration time.Duration, conns int, bin, logLevel string) error {
+func run(duration time.Duration, conns int, bin, logLevel, only string) error {
 	work, err := os.MkdirTemp("", "wxappliance-load")
 	if err != nil {
 		return err
@@ -74,13 +75,21 @@ func run(duration time.Duration, conns int, bin, logLevel string) error {
 		return fmt.Errorf("login: %w", err)
 	}
 	scenarios := applianceScenarios(app.base, session)
+	cb, err := callbackScenario(app.base)
+	if err != nil {
+		return err
+	}
+	scenarios = append(scenarios, cb)
 
 	var results []result
 	for _, sc := range scenarios {
+		if !strings.Contains(sc.name, only) {
+			continue
+		}
 		fmt.Fprintf(os.Stderr, "running %s for %v with %d connections\n", sc.name, duration, conns)
 		results = append(results, drive(sc, client, duration, conns))
 	}
-	rss, err := peakRSS(app.cmd.Process.Pid)
+	rss, err := readRSS(app.cmd.Process.Pid)
 	if err != nil {
 		return err
 	}
@@ -280,6 +289,9 @@ dir = %q
 sandbox = true
 [oauth]
 allowed_return_hosts = ["127.0.0.1"]
+[[callback.rules.keywords]]
+keyword = "帮助"
+content = "可以回复：帮助"
 `, addr, logLevel, filepath.Join(work, "data"))
 	if err := os.WriteFile(config, []byte(body), 0o600); err != nil {
 		return nil, err
@@ -341,23 +353,41 @@ func waitUp(url string) error {
 	return fmt.Errorf("%s did not answer 200 within 15s", url)
 }
 
-// peakRSS is the process's high-water resident set (VmHWM), in bytes.
-func peakRSS(pid int) (int64, error) {
+// rss is what /proc says of the appliance's memory at the end of the run:
+// the high-water resident set and the current split between anonymous
+// memory (Go heap, stacks) and file pages (Badger's memory-mapped files,
+// which the kernel can drop under pressure).
+type rss struct{ peak, anon, file int64 }
+
+func readRSS(pid int) (rss, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return rss{}, err
 	}
+	var r rss
 	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			var kb int64
-			fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kb)
-			return kb * 1024, nil
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		var kb int64
+		fmt.Sscanf(strings.TrimSpace(val), "%d kB", &kb)
+		switch key {
+		case "VmHWM":
+			r.peak = kb * 1024
+		case "RssAnon":
+			r.anon = kb * 1024
+		case "RssFile":
+			r.file = kb * 1024
 		}
 	}
-	return 0, errors.New("no VmHWM in /proc status")
+	if r.peak == 0 {
+		return rss{}, errors.New("no VmHWM in /proc status")
+	}
+	return r, nil
 }
 
-func report(w io.Writer, results []result, ceiling result, rss int64, counts map[string]int, duration time.Duration, conns int, logLevel string) {
+func report(w io.Writer, results []result, ceiling result, mem rss, counts map[string]int, duration time.Duration, conns int, logLevel string) {
 	host, _ := os.Hostname()
 	fmt.Fprintf(w, "Run: `go run ./bench/load -duration %v -conns %d` (appliance log_level %s, logs to a file), %s, %d CPUs, %s/%s, host %s, %s.\n\n",
 		duration, conns, logLevel, runtime.Version(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, host, time.Now().UTC().Format("2006-01-02"))
@@ -368,8 +398,10 @@ func report(w io.Writer, results []result, ceiling result, rss int64, counts map
 			r.percentile(0.50).Round(time.Microsecond), r.percentile(0.99).Round(time.Microsecond),
 			r.fails, 100*r.rate()/ceiling.rate())
 	}
-	fmt.Fprintf(w, "\nAppliance peak RSS (VmHWM): %.1f MiB. Upstream fetches during the whole run: access_token %d, jsapi_ticket %d.\n",
-		float64(rss)/(1<<20), counts["cgi-bin/stable_token"]+counts["cgi-bin/token"], counts["cgi-bin/ticket/getticket"])
+	const mib = 1 << 20
+	fmt.Fprintf(w, "\nAppliance peak RSS (VmHWM): %.1f MiB; at the end %.1f MiB anonymous + %.1f MiB file-backed (mapped data files). Upstream fetches during the whole run: access_token %d, jsapi_ticket %d.\n",
+		float64(mem.peak)/mib, float64(mem.anon)/mib, float64(mem.file)/mib,
+		counts["cgi-bin/stable_token"]+counts["cgi-bin/token"], counts["cgi-bin/ticket/getticket"])
 	for _, r := range append(results, ceiling) {
 		if r.firstErr != nil {
 			fmt.Fprintf(w, "\nFirst error in %s: %v\n", r.name, r.firstErr)
