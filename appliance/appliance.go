@@ -17,6 +17,7 @@ import (
 	"wxappliance/kv"
 	"wxappliance/media"
 	"wxappliance/oauth"
+	"wxappliance/rpc"
 )
 
 // Options carries what New does not read from Config.
@@ -43,6 +44,7 @@ type Appliance struct {
 	jssdk     *jssdk.Service
 	media     *media.Service
 	sandbox   *sandbox.Sandbox
+	rpc       *rpc.Server
 	handler   http.Handler
 
 	allowedReturn func(host string) bool
@@ -119,6 +121,9 @@ func (a *Appliance) build(opts Options) error {
 			})
 		}
 	}
+	if err := a.buildRPC(); err != nil {
+		return err
+	}
 	a.handler = a.routes()
 	return nil
 }
@@ -158,8 +163,10 @@ func (a *Appliance) goBackground(ctx context.Context, name string, fn func(conte
 	}()
 }
 
-// Close stops background work and closes the store if New opened it.
+// Close ends RPC connections, stops background work and closes the store
+// if New opened it.
 func (a *Appliance) Close() error {
+	a.drainRPC()
 	if a.stopBackground != nil {
 		a.stopBackground()
 	}
