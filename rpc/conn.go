@@ -26,12 +26,22 @@ type conn struct {
 	st    *stream
 	jc    *jsonrpc2.Conn
 	log   *slog.Logger
-	slots chan struct{} // a token per running request
+	queue chan job // never full: Handle admits at most its capacity
 
 	mu       sync.Mutex
 	closing  bool // no new requests; guards handlers.Add against Wait
-	queued   int  // requests running or waiting for a slot
+	queued   int  // requests admitted and not finished
+	workers  int  // worker goroutines started
+	idle     int  // workers waiting for a request not yet spoken for
+	waiting  int  // requests in queue that no idle worker was reserved for
 	handlers sync.WaitGroup
+	working  sync.WaitGroup // the worker goroutines
+}
+
+// job is one admitted request.
+type job struct {
+	method string
+	in     inbound
 }
 
 func newConn(s *Server, ws *websocket.Conn, name, remote string) *conn {
@@ -42,7 +52,7 @@ func newConn(s *Server, ws *websocket.Conn, name, remote string) *conn {
 		ws:    ws,
 		st:    newStream(ws, log, s.opts.WriteTimeout, 2*s.opts.PingInterval),
 		log:   log,
-		slots: make(chan struct{}, s.opts.MaxInFlight),
+		queue: make(chan job, s.opts.MaxInFlight+s.opts.MaxQueued),
 	}
 }
 
@@ -73,6 +83,12 @@ func (c *conn) serve() {
 	c.mu.Lock()
 	c.closing = true
 	c.mu.Unlock()
+	c.working.Wait()
+	// Requests still queued have nobody to answer to.
+	for len(c.queue) > 0 {
+		<-c.queue
+		c.handlers.Done()
+	}
 	c.handlers.Wait()
 	<-pinged
 	c.log.Info("rpc disconnected", "dur", time.Since(start).Round(time.Millisecond))
@@ -127,11 +143,13 @@ func (c *conn) stop(ctx context.Context) {
 }
 
 // Handle implements jsonrpc2.Handler. It runs on the connection's reader
-// goroutine, so it only schedules: each request runs on its own goroutine,
-// at most MaxInFlight at once, MaxQueued more waiting for a slot; beyond
-// that the request is answered CodeBusy straight away. The reader never
-// blocks, so pongs and answers to callback.message keep flowing however
-// busy the connection is.
+// goroutine, so it only admits the request: at most MaxInFlight run at
+// once on worker goroutines, MaxQueued more wait for one, and beyond that
+// the request is answered CodeBusy straight away. The reader never blocks,
+// so pongs and answers to callback.message keep flowing however busy the
+// connection is. Workers are started as concurrency requires and kept
+// until the connection ends: a goroutine per request would grow a fresh
+// stack for every one.
 func (c *conn) Handle(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Request) {
 	in, ok := c.st.take(req.ID.Num)
 	if !ok {
@@ -143,41 +161,72 @@ func (c *conn) Handle(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Reque
 		c.mu.Unlock()
 		c.answer(ctx, req.Method, in.id, &wireError{code: CodeBusy, status: 503, msg: "服务器正在关闭"}, 0)
 		return
-	case c.queued >= c.srv.opts.MaxInFlight+c.srv.opts.MaxQueued:
+	case c.queued >= cap(c.queue):
 		c.mu.Unlock()
 		c.answer(ctx, req.Method, in.id, errBusy, 0)
 		return
 	}
 	c.queued++
 	c.handlers.Add(1)
+	spawn := false
+	switch {
+	case c.idle > 0:
+		c.idle-- // that worker takes it
+	case c.workers < c.srv.opts.MaxInFlight:
+		c.workers++
+		c.working.Add(1)
+		spawn = true
+	default:
+		c.waiting++ // the next worker to finish takes it
+	}
 	c.mu.Unlock()
-	go c.run(ctx, req.Method, in)
+	c.queue <- job{method: req.Method, in: in}
+	if spawn {
+		go c.work(ctx)
+	}
 }
 
-func (c *conn) run(ctx context.Context, method string, in inbound) {
+// work runs requests from the queue until the connection ends.
+func (c *conn) work(ctx context.Context) {
+	defer c.working.Done()
+	for {
+		select {
+		case j := <-c.queue:
+			c.run(ctx, j)
+		case <-ctx.Done():
+			return
+		}
+		c.mu.Lock()
+		if c.waiting > 0 {
+			c.waiting--
+		} else {
+			c.idle++
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *conn) run(ctx context.Context, j job) {
 	defer c.handlers.Done()
 	defer func() {
 		c.mu.Lock()
 		c.queued--
 		c.mu.Unlock()
 	}()
-	select {
-	case c.slots <- struct{}{}:
-	case <-ctx.Done():
+	if ctx.Err() != nil {
 		return // the connection is gone; nobody to answer
 	}
-	defer func() { <-c.slots }()
 	start := time.Now()
-	result, err := c.invoke(ctx, method, in.params)
+	result, err := c.invoke(ctx, j.method, j.in.params)
 	if err != nil {
-		c.answer(ctx, method, in.id, err, time.Since(start))
+		c.answer(ctx, j.method, j.in.id, err, time.Since(start))
 		return
 	}
-	if err := c.st.respond(in.id, result, nil); err != nil {
-		c.log.Warn("rpc answer not sent", "method", method, "err", err)
+	if err := c.st.respond(j.in.id, result, nil); err != nil {
+		c.log.Warn("rpc answer not sent", "method", j.method, "err", err)
 		return
 	}
-	c.log.Debug("rpc call", "method", method, "dur", time.Since(start))
+	c.log.Debug("rpc call", "method", j.method, "dur", time.Since(start))
 }
 
 // invoke runs one method with its deadline, turning a panic into an

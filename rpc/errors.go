@@ -161,8 +161,10 @@ func toWire(err error) (*jsonrpc2.Error, slog.Level) {
 	if errors.As(err, &apiErr) {
 		data.Errcode, data.Errmsg = apiErr.Code, apiErr.Msg
 	}
+	// Warn about what the operator may have to act on; WeChat refusing a
+	// backend's wechat.call (502) is the backend's business.
 	level := slog.LevelInfo
-	if w.status >= 500 {
+	if w.status >= 500 && w.status != 502 {
 		level = slog.LevelWarn
 	}
 	return newError(w.code, data), level

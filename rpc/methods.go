@@ -38,12 +38,13 @@ func (s *Server) methodTable() map[string]method {
 }
 
 // sessionOpenID: {session} -> {openid}, like GET /auth/user/openid with the
-// session cookie's value.
+// session cookie's value. An empty session is a browser without the cookie:
+// not logged in, as over HTTP, rather than a bad call.
 func (s *Server) sessionOpenID(ctx context.Context, _ *conn, raw json.RawMessage) (any, error) {
 	var p struct {
 		Session string `json:"session"`
 	}
-	if err := decodeParams(raw, &p, "session"); err != nil {
+	if err := decodeParams(raw, &p); err != nil {
 		return nil, err
 	}
 	sess, err := s.svc.Sessions.Lookup(ctx, p.Session)
@@ -60,7 +61,7 @@ func (s *Server) sessionUser(ctx context.Context, _ *conn, raw json.RawMessage) 
 	var p struct {
 		Session string `json:"session"`
 	}
-	if err := decodeParams(raw, &p, "session"); err != nil {
+	if err := decodeParams(raw, &p); err != nil {
 		return nil, err
 	}
 	info, err := s.svc.Sessions.UserInfo(ctx, p.Session)
@@ -75,7 +76,7 @@ func (s *Server) ticketRedeem(ctx context.Context, _ *conn, raw json.RawMessage)
 	var p struct {
 		Ticket string `json:"ticket"`
 	}
-	if err := decodeParams(raw, &p, "ticket"); err != nil {
+	if err := decodeParams(raw, &p); err != nil {
 		return nil, err
 	}
 	return s.svc.Sessions.RedeemTicket(ctx, p.Ticket)
@@ -88,7 +89,7 @@ func (s *Server) userGet(ctx context.Context, _ *conn, raw json.RawMessage) (any
 	var p struct {
 		OpenID string `json:"openid"`
 	}
-	if err := decodeParams(raw, &p, "openid"); err != nil {
+	if err := decodeParams(raw, &p, required("openid", &p.OpenID)); err != nil {
 		return nil, err
 	}
 	if len(p.OpenID) > 128 || strings.ContainsFunc(p.OpenID, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
@@ -107,7 +108,7 @@ func (s *Server) mediaGet(ctx context.Context, _ *conn, raw json.RawMessage) (an
 	var p struct {
 		MediaID string `json:"media_id"`
 	}
-	if err := decodeParams(raw, &p, "media_id"); err != nil {
+	if err := decodeParams(raw, &p, required("media_id", &p.MediaID)); err != nil {
 		return nil, err
 	}
 	f, err := s.svc.Media.Fetch(ctx, p.MediaID)
@@ -131,7 +132,7 @@ func (s *Server) jssdkConfig(ctx context.Context, _ *conn, raw json.RawMessage) 
 	var p struct {
 		URL string `json:"url"`
 	}
-	if err := decodeParams(raw, &p, "url"); err != nil {
+	if err := decodeParams(raw, &p, required("url", &p.URL)); err != nil {
 		return nil, err
 	}
 	return s.svc.JSSDK.Config(ctx, p.URL)
@@ -174,7 +175,7 @@ func (s *Server) tokenInvalidate(ctx context.Context, _ *conn, raw json.RawMessa
 	var p struct {
 		AccessToken string `json:"access_token"`
 	}
-	if err := decodeParams(raw, &p, "access_token"); err != nil {
+	if err := decodeParams(raw, &p, required("access_token", &p.AccessToken)); err != nil {
 		return nil, err
 	}
 	tok, err := s.svc.App.InvalidateToken(ctx, p.AccessToken)
@@ -185,9 +186,9 @@ func (s *Server) tokenInvalidate(ctx context.Context, _ *conn, raw json.RawMessa
 }
 
 // decodeParams decodes the params object into v, refusing members v does
-// not have (a misspelt name fails loudly instead of being ignored) and
-// requiring the string members named in required to be non-empty.
-func decodeParams(raw json.RawMessage, v any, required ...string) error {
+// not have (a misspelt name fails loudly instead of being ignored), then
+// runs checks.
+func decodeParams(raw json.RawMessage, v any, checks ...func() error) error {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
 		raw = json.RawMessage("{}")
@@ -197,7 +198,6 @@ func decodeParams(raw json.RawMessage, v any, required ...string) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		switch {
@@ -208,18 +208,22 @@ func decodeParams(raw json.RawMessage, v any, required ...string) error {
 		}
 		return invalidParams("params无效", err)
 	}
-	if len(required) == 0 {
-		return nil
-	}
-	var present map[string]json.RawMessage
-	json.Unmarshal(raw, &present)
-	for _, name := range required {
-		var value string
-		if json.Unmarshal(present[name], &value) != nil || value == "" {
-			return invalidParams("缺少"+name+"参数", nil)
+	for _, check := range checks {
+		if err := check(); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// required checks that the string member name was given and not empty.
+func required(name string, v *string) func() error {
+	return func() error {
+		if *v == "" {
+			return invalidParams("缺少"+name+"参数", nil)
+		}
+		return nil
+	}
 }
 
 func jsonKind(goKind string) string {

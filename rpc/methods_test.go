@@ -34,7 +34,9 @@ func TestSessionOpenID(t *testing.T) {
 		t.Fatalf("msg %q, want the envelope's", unknown.Data.Msg)
 	}
 	callErr(t, c, "session.openid", map[string]string{"session": "';DROP"}, rpc.CodeNotLoggedIn, 401)
-	callErr(t, c, "session.openid", nil, rpc.CodeInvalidParams, 400)
+	// No cookie to pass on: not logged in, as over HTTP.
+	callErr(t, c, "session.openid", nil, rpc.CodeNotLoggedIn, 401)
+	callErr(t, c, "session.openid", map[string]string{"session": ""}, rpc.CodeNotLoggedIn, 401)
 	callErr(t, c, "session.openid", map[string]any{"session": 12}, rpc.CodeInvalidParams, 400)
 	typo := callErr(t, c, "session.openid", map[string]string{"sessionid": id}, rpc.CodeInvalidParams, 400)
 	if !strings.Contains(typo.Data.Msg, "sessionid") {
@@ -98,7 +100,8 @@ func TestTicketRedeemOnce(t *testing.T) {
 		t.Fatalf("%d redeemed, %d refused; want 1 and 9", wins, losses)
 	}
 	callErr(t, c, "ticket.redeem", map[string]string{"ticket": "not-a-ticket"}, rpc.CodeNotLoggedIn, 401)
-	callErr(t, c, "ticket.redeem", map[string]string{}, rpc.CodeInvalidParams, 400)
+	callErr(t, c, "ticket.redeem", map[string]string{}, rpc.CodeNotLoggedIn, 401)
+	callErr(t, c, "ticket.redeem", map[string]int{"ticket": 1}, rpc.CodeInvalidParams, 400)
 }
 
 func TestUserGet(t *testing.T) {

@@ -189,7 +189,7 @@ func New(svc Services, opts Options) (*Server, error) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.originAllowed(r) {
 		s.log.Warn("rpc handshake refused: origin not allowed", "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
-		writeEnvelope(w, http.StatusForbidden, "跨域来源不在允许列表中")
+		writeEnvelope(w, http.StatusForbidden, "跨域来源不在允许列表中（后端连接请勿发送Origin头）")
 		return
 	}
 	name, ok := s.authenticate(r)

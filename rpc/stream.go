@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -110,22 +111,21 @@ func (s *stream) ReadObject(v any) error {
 // accept classifies one frame and returns the request to dispatch, or nil
 // when the frame was answered or dropped here.
 func (s *stream) accept(data []byte) []byte {
-	data = bytes.TrimSpace(data)
-	if !json.Valid(data) {
-		s.answerError(nullID, invalidFrame(CodeParseError, "请求不是有效的JSON"))
-		return nil
-	}
-	if len(data) == 0 || data[0] != '{' {
+	var f frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		// Unmarshal checks the whole frame is JSON before decoding, so a
+		// SyntaxError means it is not; anything else is JSON of another
+		// shape than an object.
+		var syntax *json.SyntaxError
+		if errors.As(err, &syntax) {
+			s.answerError(nullID, invalidFrame(CodeParseError, "请求不是有效的JSON"))
+			return nil
+		}
 		msg := "请求必须是JSON对象"
-		if data[0] == '[' {
+		if data = bytes.TrimSpace(data); len(data) > 0 && data[0] == '[' {
 			msg = "不支持批量请求，请逐个发送"
 		}
 		s.answerError(nullID, invalidFrame(CodeInvalidRequest, msg))
-		return nil
-	}
-	var f frame
-	if err := json.Unmarshal(data, &f); err != nil {
-		s.answerError(nullID, invalidFrame(CodeInvalidRequest, "请求必须是JSON对象"))
 		return nil
 	}
 	id := f.ID

@@ -83,7 +83,7 @@ func (s *Server) wechatCall(ctx context.Context, _ *conn, raw json.RawMessage) (
 		Query  map[string]json.RawMessage `json:"query"`
 		Body   json.RawMessage            `json:"body"`
 	}
-	if err := decodeParams(raw, &p, "path"); err != nil {
+	if err := decodeParams(raw, &p, required("path", &p.Path)); err != nil {
 		return nil, err
 	}
 	path := strings.TrimPrefix(p.Path, "/")
