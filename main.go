@@ -46,6 +46,8 @@ commands:
   serve          run the appliance (the default)
   check-config   validate a config file and exit
   version        print the version
+  backup         write a backup of the data directory (-o FILE), online if it is running
+  restore        restore a backup (-i FILE) into an empty data directory
 
 Run "wxappliance <command> -h" for a command's flags.
 `
@@ -64,6 +66,10 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 	case "version":
 		fmt.Fprintln(m.Stdout, "wxappliance", Version())
 		return nil
+	case "backup":
+		return m.backup(ctx, args)
+	case "restore":
+		return m.restore(args)
 	case "help", "-h", "--help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil

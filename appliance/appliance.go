@@ -49,6 +49,7 @@ type Appliance struct {
 
 	allowedReturn func(host string) bool
 	secureCookies bool
+	adminToken    string
 
 	stopBackground context.CancelFunc
 	background     sync.WaitGroup
@@ -68,6 +69,12 @@ func New(cfg Config, opts Options) (*Appliance, error) {
 			return nil, err
 		}
 		a.store, a.ownsStore = store, true
+		token, err := writeAdminToken(cfg.Storage.Dir)
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+		a.adminToken = token
 	}
 	if err := a.build(opts); err != nil {
 		a.Close()
@@ -171,6 +178,7 @@ func (a *Appliance) Close() error {
 		a.stopBackground()
 	}
 	a.background.Wait()
+	a.removeAdminToken()
 	if !a.ownsStore || a.store == nil {
 		return nil
 	}

@@ -447,7 +447,7 @@ func checkRoutePath(p string) error {
 	if !strings.HasPrefix(p, "/") || len(p) < 2 || strings.ContainsAny(p, "?# {}\t\r\n") {
 		return fmt.Errorf("want a path such as /callback, got %q", p)
 	}
-	for _, taken := range []string{"/auth", "/offiaccount", "/sandbox", "/healthz", "/readyz"} {
+	for _, taken := range []string{"/auth", "/offiaccount", "/sandbox", "/healthz", "/readyz", "/admin"} {
 		if p == taken || strings.HasPrefix(p, taken+"/") {
 			return fmt.Errorf("%q collides with the built-in route %s", p, taken)
 		}

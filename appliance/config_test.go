@@ -170,8 +170,8 @@ func TestLoopbackAddr(t *testing.T) {
 		"127.0.0.1:9000": "127.0.0.1:9000",
 		"10.0.0.5:80":    "10.0.0.5:80",
 	} {
-		if got := loopbackAddr(in); got != want {
-			t.Errorf("loopbackAddr(%q) = %q, want %q", in, got, want)
+		if got := LoopbackAddr(in); got != want {
+			t.Errorf("LoopbackAddr(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

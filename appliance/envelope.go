@@ -66,6 +66,9 @@ var errorMapping = []struct {
 	{is(media.ErrTooLarge), http.StatusRequestEntityTooLarge, "媒体文件超过大小上限"},
 	{tooLarge, http.StatusRequestEntityTooLarge, "请求体过大"},
 	{is(oauth.ErrTimeout), http.StatusGatewayTimeout, msgTimeout},
+	// A route's deadline is its WeChat deadline: running out of it while
+	// waiting (on a shared token fetch, say) is WeChat being slow.
+	{is(context.DeadlineExceeded), http.StatusGatewayTimeout, msgTimeout},
 	{code(oauth.CodeBusy), http.StatusGatewayTimeout, msgTimeout},
 	{is(oauth.ErrUnavailable), http.StatusGatewayTimeout, "微信服务器无法访问"},
 	{is(oauth.ErrBadResponse), http.StatusGatewayTimeout, "微信服务器返回了无法识别的数据"},

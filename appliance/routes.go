@@ -31,6 +31,7 @@ func (a *Appliance) routes() http.Handler {
 	}
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.HandleFunc("GET /admin/backup", a.adminBackup)
 	if a.sandbox != nil {
 		mux.Handle("/sandbox/", http.StripPrefix("/sandbox", a.sandbox))
 	}

@@ -74,7 +74,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, started func(addr 
 // appliance's own /sandbox/ over loopback and the browser's authorize page
 // at base_url.
 func resolveAddresses(cfg Config, addr string) Config {
-	self := loopbackAddr(addr)
+	self := LoopbackAddr(addr)
 	if cfg.Server.BaseURL == "" {
 		cfg.Server.BaseURL = "http://" + self
 	}
@@ -87,9 +87,9 @@ func resolveAddresses(cfg Config, addr string) Config {
 	return cfg
 }
 
-// loopbackAddr turns a wildcard listening address into one this process can
+// LoopbackAddr turns a wildcard listening address into one this process can
 // dial.
-func loopbackAddr(addr string) string {
+func LoopbackAddr(addr string) string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return addr

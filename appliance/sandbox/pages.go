@@ -46,6 +46,10 @@ code { background: #f2f2f2; padding: 0 .2rem; }
 <p class="muted">AppID: <code>{{.AppID}}</code></p>
 </div>
 <div class="card">
+<h2>演示 Demo</h2>
+<p><a href="demo">登录示例页 Login demo</a>：前端接入 /auth 的示例，用沙箱用户登录。The frontend integration example: log in as a sandbox user.</p>
+</div>
+<div class="card">
 <h2>测试用户 Test users</h2>
 <ul>
 {{range .Users}}<li>{{.Nickname}} <span class="muted">{{.OpenID}}{{if not .Subscribed}} · 未关注 not subscribed{{end}}</span></li>

@@ -192,6 +192,9 @@ func (s *Sandbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == "":
 		s.serveIndex(w, r)
 		return
+	case path == "demo":
+		s.serveDemo(w, r)
+		return
 	case strings.HasPrefix(path, controlPrefix):
 		s.serveControl(w, r, strings.TrimPrefix(path, controlPrefix))
 		return

@@ -1,0 +1,81 @@
+package appliance
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"wxappliance/oauth"
+)
+
+// AdminTokenFile is the file in storage.dir holding the token that
+// authorizes /admin/backup. It is written at start with mode 0600 and
+// removed at shutdown: whoever may read the data directory may take a
+// backup of it, and nobody else.
+const AdminTokenFile = "admin.token"
+
+// backuper is what /admin/backup needs from the store.
+type backuper interface {
+	Backup(ctx context.Context, w io.Writer) error
+}
+
+// writeAdminToken creates a fresh token file in dir.
+func writeAdminToken(dir string) (string, error) {
+	token := oauth.NewSecret() + oauth.NewSecret()
+	path := filepath.Join(dir, AdminTokenFile)
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return token, nil
+}
+
+// ReadAdminToken reads the token of the appliance running on dir.
+func ReadAdminToken(dir string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, AdminTokenFile))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(data)), nil
+}
+
+// adminBackup streams an online backup of the store.
+func (a *Appliance) adminBackup(w http.ResponseWriter, r *http.Request) {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if a.adminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.adminToken)) != 1 {
+		writeEnvelope(w, http.StatusUnauthorized, "需要管理令牌 (admin token required)")
+		return
+	}
+	b, ok := a.store.(backuper)
+	if !ok {
+		writeEnvelope(w, http.StatusNotImplemented, "此存储不支持备份")
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	// The response may take longer than server.write_timeout.
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Time{})
+	if err := b.Backup(r.Context(), w); err != nil {
+		a.log.Warn("backup failed", "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	a.log.Info("backup served", "remote", r.RemoteAddr)
+}
+
+// removeAdminToken is called at shutdown.
+func (a *Appliance) removeAdminToken() {
+	if a.adminToken == "" {
+		return
+	}
+	path := filepath.Join(a.cfg.Storage.Dir, AdminTokenFile)
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		a.log.Warn("could not remove the admin token", "path", path, "err", err)
+	}
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+)
+
+// These tests run the real static binary, as ops would.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "wxappliance-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "wxappliance")
+		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// writeConfig writes a sandbox config for addr and dir.
+func writeSandboxConfig(t *testing.T, addr, dir string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.toml")
+	cfg := fmt.Sprintf(`[server]
+listen = %q
+log_level = "warn"
+shutdown_timeout = "3s"
+[storage]
+dir = %q
+[wechat]
+sandbox = true
+[oauth]
+allowed_return_hosts = ["127.0.0.1"]
+`, addr, dir)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+type process struct {
+	cmd    *exec.Cmd
+	base   string
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+// start runs the binary with config and waits until /healthz answers.
+func start(t *testing.T, config, addr string) *process {
+	t.Helper()
+	p := &process{base: "http://" + addr, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	p.cmd = exec.Command(binary(t), "serve", "-config", config)
+	p.cmd.Stderr = &lockedWriter{w: p.stderr}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() { p.kill() })
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-p.done:
+			t.Fatalf("binary exited: %v\n%s", err, p.stderr)
+		default:
+		}
+		if resp, err := http.Get(p.base + "/healthz"); err == nil {
+			resp.Body.Close()
+			return p
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("binary did not start:\n%s", p.stderr)
+	return nil
+}
+
+func (p *process) kill() {
+	if p.cmd.ProcessState == nil {
+		p.cmd.Process.Kill()
+		<-p.done
+		p.done <- nil
+	}
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+// counts returns the sandbox's per-endpoint call counts of this process.
+func (p *process) counts(t *testing.T) map[string]int {
+	t.Helper()
+	resp, err := http.Get(p.base + "/sandbox/_control/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var stats struct {
+		Counts map[string]int `json:"counts"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil {
+		t.Fatal(err)
+	}
+	return stats.Counts
+}
+
+var userLinkRe = regexp.MustCompile(`id="user-([^"]+)"[^>]*href="([^"]+)"`)
+
+// login logs a new browser in as openid through /auth and the sandbox's
+// authorize page. It returns the session cookie value, or "" with the
+// error when any step failed (the process may be dying).
+func login(base, openid string) (string, error) {
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	page := base + "/sandbox/demo"
+	resp, err := c.Get(base + "/auth?state=" + url.QueryEscape(page))
+	if err != nil {
+		return "", err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 {
+		return "", fmt.Errorf("authorize page: %d %v", resp.StatusCode, err)
+	}
+	var link string
+	for _, m := range userLinkRe.FindAllSubmatch(body, -1) {
+		if string(m[1]) == openid {
+			link = html.UnescapeString(string(m[2]))
+		}
+	}
+	if link == "" {
+		return "", fmt.Errorf("no link for %s", openid)
+	}
+	target, err := resp.Request.URL.Parse(link)
+	if err != nil {
+		return "", err
+	}
+	// Following redirects: confirm -> /auth/code -> the demo page. Only a
+	// fully received 302 from /auth/code sets the cookie in the jar.
+	resp, err = c.Get(target.String())
+	if err != nil {
+		return "", err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Request.URL.String() != page {
+		return "", fmt.Errorf("login ended at %d %s", resp.StatusCode, resp.Request.URL)
+	}
+	u, _ := url.Parse(base)
+	for _, ck := range jar.Cookies(u) {
+		if ck.Name == "wxappliance_session" {
+			return ck.Value, nil
+		}
+	}
+	return "", fmt.Errorf("no session cookie")
+}
+
+// openidOf asks the process who the session belongs to.
+func openidOf(base, session string) (string, int, error) {
+	req, _ := http.NewRequest(http.MethodGet, base+"/auth/user/openid", nil)
+	req.AddCookie(&http.Cookie{Name: "wxappliance_session", Value: session})
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		OpenID string `json:"openid"`
+	}
+	json.NewDecoder(resp.Body).Decode(&out)
+	return out.OpenID, resp.StatusCode, nil
+}
+
+func mustOpenID(t *testing.T, base, session, want string) {
+	t.Helper()
+	got, status, err := openidOf(base, session)
+	if err != nil || status != 200 || got != want {
+		t.Fatalf("session: %q %d %v, want %q", got, status, err, want)
+	}
+}
+
+// execOutput runs the binary to completion and returns stdout and stderr.
+func execOutput(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return string(out), err
+}

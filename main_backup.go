@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+
+	"wxappliance/appliance"
+	"wxappliance/kv"
+)
+
+// backup writes a backup of storage.dir to the -o file. When an appliance is
+// running on the directory (which it holds locked), the backup is taken
+// online through it, authorized by the admin token it keeps in the
+// directory; otherwise the directory is read directly.
+func (m *Main) backup(ctx context.Context, args []string) error {
+	fs, path := m.flags("backup")
+	out := fs.String("o", "", "file to write the backup to (required)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return errors.New("backup: -o FILE is required")
+	}
+	cfg, err := appliance.LoadConfig(*path, m.Getenv)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(cfg.Storage.Dir); err != nil {
+		return fmt.Errorf("backup: storage.dir %q: %w", cfg.Storage.Dir, err)
+	}
+	// Write beside the target and rename, so a failed backup never leaves a
+	// truncated file where a good one is expected.
+	tmp := *out + ".partial"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	online, err := backupTo(ctx, cfg, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("backup: %w", err)
+	}
+	if err := os.Rename(tmp, *out); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	how := "offline"
+	if online {
+		how = "online, from the running appliance"
+	}
+	fmt.Fprintf(m.Stdout, "backup of %s written to %s (%s)\n", cfg.Storage.Dir, *out, how)
+	return nil
+}
+
+func backupTo(ctx context.Context, cfg appliance.Config, w io.Writer) (online bool, err error) {
+	store, err := kv.OpenBadger(cfg.Storage.Dir, kv.BadgerOptions{})
+	if err == nil {
+		defer store.Close()
+		return false, store.Backup(ctx, w)
+	}
+	if !errors.Is(err, kv.ErrLocked) {
+		return false, err
+	}
+	token, terr := appliance.ReadAdminToken(cfg.Storage.Dir)
+	if terr != nil {
+		return false, fmt.Errorf("%w; and no admin token to ask the running appliance: %w", err, terr)
+	}
+	url := "http://" + appliance.LoopbackAddr(cfg.Server.Listen) + "/admin/backup"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return true, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return true, fmt.Errorf("asking the running appliance at %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return true, fmt.Errorf("the running appliance answered %d: %s", resp.StatusCode, body)
+	}
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return true, fmt.Errorf("receiving the backup: %w", err)
+	}
+	return true, nil
+}
+
+// restore loads a backup into an empty storage.dir.
+func (m *Main) restore(args []string) error {
+	fs, path := m.flags("restore")
+	in := fs.String("i", "", "backup file to restore (required)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *in == "" {
+		return errors.New("restore: -i FILE is required")
+	}
+	cfg, err := appliance.LoadConfig(*path, m.Getenv)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(*in)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer f.Close()
+	if err := kv.Restore(cfg.Storage.Dir, f, kv.BadgerOptions{}); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	fmt.Fprintf(m.Stdout, "restored %s into %s\n", *in, cfg.Storage.Dir)
+	return nil
+}
