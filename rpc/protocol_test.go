@@ -372,3 +372,24 @@ func TestCloseCancelsRequestsInFlight(t *testing.T) {
 		t.Fatalf("call cut by Close: %v", err)
 	}
 }
+
+func TestClientDialRefusedAndClosed(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	_, err := client.Dial(ctx, e.url, "not-the-key-0123456789", nil)
+	var he *client.HandshakeError
+	if !errors.As(err, &he) || he.StatusCode != 401 || !strings.Contains(he.Msg, "RPC密钥") {
+		t.Fatalf("wrong key: %v", err)
+	}
+	_, err = client.Dial(ctx, e.url, testKey, &client.Options{Header: http.Header{"Origin": {"https://evil.example"}}})
+	if !errors.As(err, &he) || he.StatusCode != 403 {
+		t.Fatalf("foreign origin: %v", err)
+	}
+	c := e.dial()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Call(ctx, "token.get", nil, nil); !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("call after Close: %v", err)
+	}
+}
