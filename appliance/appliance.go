@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"wxappliance/appliance/sandbox"
+	"wxappliance/callback"
 	"wxappliance/jssdk"
 	"wxappliance/kv"
 	"wxappliance/media"
@@ -43,6 +44,7 @@ type Appliance struct {
 	sessions  *oauth.Sessions
 	jssdk     *jssdk.Service
 	media     *media.Service
+	callback  *callback.Service // nil when callback.token is empty
 	sandbox   *sandbox.Sandbox
 	rpc       *rpc.Server
 	handler   http.Handler
@@ -118,6 +120,10 @@ func (a *Appliance) build(opts Options) error {
 		Now:         opts.Now,
 		Logger:      a.log.With("component", "jsapi_ticket"),
 	})
+	a.callback, err = newCallback(a.cfg, a.store, opts.Now, a.log.With("component", "callback"))
+	if err != nil {
+		return err
+	}
 	if a.cfg.WeChat.Sandbox {
 		a.sandbox = opts.Sandbox
 		if a.sandbox == nil {
@@ -125,6 +131,7 @@ func (a *Appliance) build(opts Options) error {
 				AppID:     a.cfg.WeChat.AppID,
 				AppSecret: a.cfg.WeChat.AppSecret,
 				Logger:    a.log.With("component", "sandbox"),
+				Callback:  a.sandboxCallbackTarget(),
 			})
 		}
 	}

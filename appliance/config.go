@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"wxappliance/callback"
 )
 
 // Config is the whole configuration file. Every key is documented in
@@ -85,6 +87,11 @@ type CallbackConfig struct {
 	Token                  string `toml:"token"`
 	EncodingAESKey         string `toml:"encoding_aes_key"`
 	PreviousEncodingAESKey string `toml:"previous_encoding_aes_key"`
+	// The rest is described in callback_config.go.
+	ReplyTimeout    Duration          `toml:"reply_timeout"`
+	TimestampWindow Duration          `toml:"timestamp_window"`
+	VerifyFiles     map[string]string `toml:"verify_files"`
+	Rules           CallbackRules     `toml:"rules"`
 }
 
 type RPCConfig struct {
@@ -134,7 +141,7 @@ func DefaultConfig() Config {
 			SessionTTL:    Duration(30 * 24 * time.Hour),
 		},
 		Media:    MediaConfig{MaxBytes: 10 << 20, Timeout: Duration(30 * time.Second)},
-		Callback: CallbackConfig{Path: "/callback"},
+		Callback: CallbackConfig{Path: "/callback", ReplyTimeout: Duration(callback.DefaultReplyTimeout), TimestampWindow: Duration(callback.DefaultTimestampWindow)},
 		RPC:      RPCConfig{Path: "/rpc"},
 	}
 }
@@ -242,6 +249,10 @@ func (c *Config) applySandboxDefaults() {
 	}
 	if c.WeChat.AppSecret == "" {
 		c.WeChat.AppSecret = SandboxAppSecret
+	}
+	if c.Callback.Token == "" && c.Callback.EncodingAESKey == "" {
+		// So /sandbox/push works out of the box, in safe mode.
+		c.Callback.Token, c.Callback.EncodingAESKey = SandboxCallbackToken, SandboxEncodingAESKey
 	}
 }
 
@@ -379,6 +390,7 @@ func (c *Config) validateCallback(bad func(key, format string, args ...any)) {
 			bad(key, "must be exactly 43 letters or digits (WeChat's EncodingAESKey), got %d characters", len(v))
 		}
 	}
+	c.validateCallbackExtras(bad)
 }
 
 func (c *Config) validateRPC(bad func(key, format string, args ...any)) {

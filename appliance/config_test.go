@@ -47,6 +47,9 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 		"token_api", "allowed_return_hosts", "scope", "session_cookie", "cookie_path", "session_ttl",
 		"allowed_hosts", "max_bytes", "allowed_origins", "path", "token", "encoding_aes_key",
 		"previous_encoding_aes_key", "keys",
+		"reply_timeout", "timestamp_window", "verify_files", "subscribe", "default", "keyword", "match",
+		"type", "content", "media_id", "title", "description", "music_url", "hq_music_url",
+		"thumb_media_id", "articles",
 	} {
 		if !strings.Contains(text, "\n"+key+" =") && !strings.Contains(text, "# "+key+" =") && !strings.Contains(text, "[["+"rpc."+key+"]]") {
 			t.Errorf("config.example.toml does not document %q", key)

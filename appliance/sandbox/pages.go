@@ -56,6 +56,10 @@ code { background: #f2f2f2; padding: 0 .2rem; }
 {{end}}</ul>
 </div>
 <div class="card">
+<h2>消息推送 Callback</h2>
+<p><a href="push" id="push-link">发送测试消息或事件 Push a test message or event</a> 到本服务的回调地址，查看回复规则的效果。</p>
+</div>
+<div class="card">
 <h2>控制 Control</h2>
 <ul>
 <li><a href="_control/stats">_control/stats</a> 调用计数 call counts</li>

@@ -49,6 +49,9 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives a debug line per request; nil discards.
 	Logger *slog.Logger
+	// Callback is where the push page sends test messages: the
+	// appliance's own callback. Zero: the page says the callback is off.
+	Callback CallbackTarget
 }
 
 // Sandbox is the fake WeChat. Its methods are safe for concurrent use.
@@ -60,6 +63,7 @@ type Sandbox struct {
 	log           *slog.Logger
 	signer        *signer
 	routes        map[string]route
+	callback      CallbackTarget
 
 	mu     sync.Mutex
 	counts map[string]int
@@ -111,6 +115,7 @@ func New(opts Options) *Sandbox {
 		userTokenTTL: opts.UserTokenTTL,
 		now:          opts.Now,
 		log:          opts.Logger,
+		callback:     opts.Callback,
 		counts:       make(map[string]int),
 		faults:       make(map[string]*Fault),
 	}
@@ -194,6 +199,9 @@ func (s *Sandbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case path == "demo":
 		s.serveDemo(w, r)
+		return
+	case path == "push":
+		s.servePush(w, r)
 		return
 	case strings.HasPrefix(path, controlPrefix):
 		s.serveControl(w, r, strings.TrimPrefix(path, controlPrefix))

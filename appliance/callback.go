@@ -1,0 +1,162 @@
+package appliance
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"wxappliance/appliance/sandbox"
+	"wxappliance/callback"
+	"wxappliance/kv"
+)
+
+// The WeChat callback's HTTP transport. Package callback holds the protocol
+// and knows nothing of HTTP; this file reads the request, calls it, and maps
+// its errors to statuses. Its errors get their own table, not rows in
+// errorMapping: they answer WeChat (which reads only a 200's body) and
+// people debugging with curl, never a browser frontend, and this keeps
+// everything the callback route can answer in one place.
+
+// callbackErrors maps the callback's errors to HTTP answers; the first
+// matching row wins, anything else is 500.
+var callbackErrors = []struct {
+	err    error
+	status int
+	msg    string
+}{
+	{callback.ErrSignature, http.StatusForbidden, "签名错误"},
+	{callback.ErrStale, http.StatusForbidden, "时间戳超出允许范围"},
+	{callback.ErrAppID, http.StatusForbidden, "消息不属于此公众号"},
+	{callback.ErrPlaintext, http.StatusForbidden, "已配置EncodingAESKey，只接受加密消息（兼容或安全模式）"},
+	{callback.ErrMalformed, http.StatusBadRequest, "消息格式错误"},
+	{callback.ErrDecrypt, http.StatusBadRequest, "消息解密失败"},
+}
+
+const (
+	msgBodyTooLarge     = "请求体过大"
+	msgMethodNotAllowed = "不支持的请求方法"
+)
+
+// newCallback builds the callback service; nil when callback.token is
+// empty, which turns the callback off.
+func newCallback(cfg Config, store kv.Store, now func() time.Time, log *slog.Logger) (*callback.Service, error) {
+	cb := cfg.Callback
+	if cb.Token == "" {
+		return nil, nil
+	}
+	d, err := callback.NewDispatcher(cb.Rules.rules())
+	if err != nil {
+		return nil, err
+	}
+	return callback.New(store, d, callback.Config{
+		Token:                  cb.Token,
+		AppID:                  cfg.WeChat.AppID,
+		EncodingAESKey:         cb.EncodingAESKey,
+		PreviousEncodingAESKey: cb.PreviousEncodingAESKey,
+		ReplyTimeout:           cb.ReplyTimeout.D(),
+		TimestampWindow:        cb.TimestampWindow.D(),
+		Now:                    now,
+		Logger:                 log,
+	})
+}
+
+// sandboxCallbackTarget tells the sandbox's push page where and how to
+// send. Serve points wechat.api_base at this process's /sandbox over
+// loopback, so the callback is the same root plus callback.path; that way
+// the push never leaves the machine, whatever server.base_url says.
+func (a *Appliance) sandboxCallbackTarget() sandbox.CallbackTarget {
+	if a.callback == nil {
+		return sandbox.CallbackTarget{}
+	}
+	root := strings.TrimSuffix(a.cfg.WeChat.APIBase, "/sandbox")
+	return sandbox.CallbackTarget{
+		URL:            root + a.cfg.Callback.Path,
+		Token:          a.cfg.Callback.Token,
+		EncodingAESKey: a.cfg.Callback.EncodingAESKey,
+	}
+}
+
+// callbackRoutes registers callback.path (when the callback is on) and the
+// domain verification files (always: they prove the domain for JS-SDK and
+// web login too).
+func (a *Appliance) callbackRoutes(mux *http.ServeMux) {
+	for name, content := range a.cfg.Callback.VerifyFiles {
+		mux.Handle("GET /"+name, verifyFile(content))
+	}
+	if a.callback != nil {
+		mux.HandleFunc(a.cfg.Callback.Path, a.serveCallback)
+	}
+}
+
+// serveCallback answers GET (URL verification) and POST (messages and
+// events) at callback.path.
+func (a *Appliance) serveCallback(w http.ResponseWriter, r *http.Request) {
+	q := callback.ParseQuery(r.URL.Query())
+	switch r.Method {
+	case http.MethodGet:
+		echo, err := a.callback.Verify(q)
+		if err != nil {
+			a.callbackError(w, r, err)
+			return
+		}
+		writeText(w, "text/plain; charset=utf-8", []byte(echo))
+	case http.MethodPost:
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, callback.MaxBodyBytes))
+		if err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				writeError(w, r, a.log, &publicError{status: http.StatusRequestEntityTooLarge, msg: msgBodyTooLarge, err: err})
+				return
+			}
+			writeError(w, r, a.log, badRequest("请求体读取失败", err))
+			return
+		}
+		ans, err := a.callback.Handle(r.Context(), q, body)
+		if err != nil {
+			a.callbackError(w, r, err)
+			return
+		}
+		writeText(w, ans.ContentType(), ans.Body)
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		writeEnvelope(w, http.StatusMethodNotAllowed, msgMethodNotAllowed)
+	}
+}
+
+// callbackError answers err through callbackErrors.
+func (a *Appliance) callbackError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, callback.ErrNoKey) {
+		a.log.Error("encrypted callback message but callback.encoding_aes_key is not set: set it to the EncodingAESKey of WeChat's server configuration")
+	}
+	for _, m := range callbackErrors {
+		if errors.Is(err, m.err) {
+			writeError(w, r, a.log, &publicError{status: m.status, msg: m.msg, err: err})
+			return
+		}
+	}
+	writeError(w, r, a.log, err)
+}
+
+// verifyFile serves a domain verification file's content.
+func verifyFile(content string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeText(w, "text/plain; charset=utf-8", []byte(content))
+	})
+}
+
+// writeText answers 200 with body as it is. nosniff keeps a browser from
+// reading an echoed echostr as HTML.
+func writeText(w http.ResponseWriter, contentType string, body []byte) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Write(body)
+}
+
+// Callback is the callback service, nil when the callback is off; the RPC
+// transport sets its subscriber on it.
+func (a *Appliance) Callback() *callback.Service { return a.callback }

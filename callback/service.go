@@ -1,0 +1,412 @@
+package callback
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for Config.
+const (
+	// DefaultReplyTimeout leaves half a second of WeChat's five for the
+	// network: after five seconds WeChat drops the answer and retries.
+	DefaultReplyTimeout = 4500 * time.Millisecond
+	// DefaultTimestampWindow is how far a request's timestamp may be from
+	// the server's clock. WeChat's retries repeat the first try's query
+	// string, so it must cover them (about 15 s) plus clock skew.
+	DefaultTimestampWindow = 5 * time.Minute
+)
+
+// Config configures a Service.
+type Config struct {
+	// Token is the Token of WeChat's server configuration. Required.
+	Token string
+	// AppID is the account's AppID; decrypted messages must name it.
+	AppID string
+	// EncodingAESKey enables compatible and safe mode. Empty: plaintext
+	// mode only.
+	EncodingAESKey string
+	// PreviousEncodingAESKey is the key before the last change: messages
+	// that decrypt with it are answered with it.
+	PreviousEncodingAESKey string
+	// ReplyTimeout bounds the time from receiving a message to answering
+	// it; zero means DefaultReplyTimeout.
+	ReplyTimeout time.Duration
+	// TimestampWindow is how far the timestamp parameter may be from Now;
+	// zero means DefaultTimestampWindow.
+	TimestampWindow time.Duration
+	// Now is the clock for timestamps; nil means time.Now. Deadlines
+	// always use the real clock.
+	Now func() time.Time
+	// Random feeds encryption prefixes and reply nonces; nil means
+	// crypto/rand.
+	Random io.Reader
+	// Logger receives one line per message (type, event and ids only,
+	// never contents) and problems; nil discards.
+	Logger *slog.Logger
+}
+
+// Service answers WeChat's pushes. It is safe for concurrent use.
+type Service struct {
+	token      string
+	crypters   []*Crypter // current key first, then the previous one
+	dispatcher *Dispatcher
+	store      Store
+
+	replyTimeout time.Duration
+	window       time.Duration
+	dedupeTTL    time.Duration
+	now          func() time.Time
+	random       io.Reader
+	log          *slog.Logger
+}
+
+// New returns a Service that dedupes in store and asks d for replies.
+func New(store Store, d *Dispatcher, cfg Config) (*Service, error) {
+	if cfg.Token == "" {
+		return nil, errors.New("callback: token is required")
+	}
+	if store == nil || d == nil {
+		return nil, errors.New("callback: store and dispatcher are required")
+	}
+	s := &Service{
+		token:        cfg.Token,
+		dispatcher:   d,
+		store:        store,
+		replyTimeout: cfg.ReplyTimeout,
+		window:       cfg.TimestampWindow,
+		now:          cfg.Now,
+		random:       cfg.Random,
+		log:          cfg.Logger,
+	}
+	for _, key := range []string{cfg.EncodingAESKey, cfg.PreviousEncodingAESKey} {
+		if key == "" {
+			continue
+		}
+		c, err := NewCrypter(key, cfg.AppID)
+		if err != nil {
+			return nil, err
+		}
+		s.crypters = append(s.crypters, c)
+	}
+	if s.replyTimeout <= 0 {
+		s.replyTimeout = DefaultReplyTimeout
+	}
+	if s.window <= 0 {
+		s.window = DefaultTimestampWindow
+	}
+	// A replay is accepted while its timestamp is within the window, which
+	// for a message first seen at the window's early edge is up to two
+	// windows later; its record must outlive that. Never under a minute,
+	// well past WeChat's retries.
+	s.dedupeTTL = max(2*s.window+time.Minute, time.Minute)
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.random == nil {
+		s.random = rand.Reader
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	return s, nil
+}
+
+// SetSubscriber sets (or, with nil, removes) the RPC subscriber.
+func (s *Service) SetSubscriber(sub Subscriber) { s.dispatcher.SetSubscriber(sub) }
+
+// Verify answers WeChat's URL verification (a GET when the server
+// configuration is saved): the echostr to send back, exactly as received,
+// when the signature is right. The signature is over token, timestamp and
+// nonce in every mode.
+func (s *Service) Verify(q Query) (string, error) {
+	if !CheckSignature(q.Signature, s.token, q.Timestamp, q.Nonce) {
+		return "", ErrSignature
+	}
+	if err := s.checkTimestamp(q.Timestamp); err != nil {
+		return "", err
+	}
+	if q.EchoStr == "" {
+		return "", fmt.Errorf("%w: echostr is missing", ErrMalformed)
+	}
+	return q.EchoStr, nil
+}
+
+// Answer is the body to send for a message, with HTTP status 200.
+type Answer struct {
+	Body []byte
+	// Duplicate is true when the body came from the dedupe store.
+	Duplicate bool
+}
+
+// ContentType is the MIME type of the body.
+func (a *Answer) ContentType() string {
+	if bytes.HasPrefix(a.Body, []byte("<")) {
+		return "text/xml; charset=utf-8"
+	}
+	return "text/plain; charset=utf-8"
+}
+
+// Mode names how a message arrived, for logs.
+const (
+	modePlaintext  = "plaintext"
+	modeCompatible = "compatible"
+	modeSafe       = "safe"
+)
+
+// inbound is a verified, decrypted and parsed message.
+type inbound struct {
+	msg     *Message
+	mode    string
+	crypter *Crypter // the key that decrypted it; nil in plaintext mode
+	keyName string
+}
+
+// Handle answers a message or event (a POST). It returns an error for a
+// request that is not a valid push (see the Err variables); for a valid
+// one it always returns an answer within the reply timeout, "success" when
+// there is no reply, the reply failed, or it was not ready in time. A retry
+// or replay of a message gets the first answer again and is not dispatched.
+func (s *Service) Handle(ctx context.Context, q Query, body []byte) (*Answer, error) {
+	deadline := time.Now().Add(s.replyTimeout)
+	in, err := s.open(q, body)
+	if err != nil {
+		return nil, err
+	}
+	msg := in.msg
+	logAttrs := []any{"mode", in.mode, "msg_type", msg.MsgType, "event", msg.Event, "msg_id", msg.MsgID}
+	if in.keyName != "" {
+		logAttrs = append(logAttrs, "key", in.keyName)
+	}
+
+	key := dedupeKey(msg)
+	first, stored := s.claim(ctx, key)
+	if !first {
+		out := s.stored(ctx, key, deadline)
+		s.log.Info("callback duplicate answered from store", logAttrs...)
+		return &Answer{Body: out, Duplicate: true}, nil
+	}
+	out, source, replyType := s.answer(ctx, in, deadline)
+	if stored {
+		// Stored even if WeChat has hung up: its retry gets this answer.
+		s.remember(context.WithoutCancel(ctx), key, out)
+	}
+	s.log.Info("callback message", append(logAttrs, "source", string(source), "reply", replyType)...)
+	return &Answer{Body: out}, nil
+}
+
+// open verifies, decrypts and parses a push. Encrypted means encrypt_type
+// is aes or the body has an Encrypt node (compatible mode sends both
+// plaintext fields and Encrypt; the plaintext fields are not covered by
+// msg_signature, so only the decrypted message is used).
+func (s *Service) open(q Query, body []byte) (*inbound, error) {
+	outer, err := parseFields(body)
+	if err != nil {
+		return nil, err
+	}
+	encNode, hasEnc := outer["Encrypt"]
+	if !hasEnc && !strings.EqualFold(q.EncryptType, "aes") {
+		if !CheckSignature(q.Signature, s.token, q.Timestamp, q.Nonce) {
+			return nil, ErrSignature
+		}
+		if err := s.checkTimestamp(q.Timestamp); err != nil {
+			return nil, err
+		}
+		if len(s.crypters) > 0 {
+			return nil, ErrPlaintext
+		}
+		return &inbound{msg: messageFromFields(outer), mode: modePlaintext}, nil
+	}
+
+	encrypt, _ := encNode.(string)
+	encrypt = strings.TrimSpace(encrypt)
+	if encrypt == "" {
+		return nil, fmt.Errorf("%w: encrypted message without an Encrypt value", ErrMalformed)
+	}
+	if q.MsgSignature == "" {
+		// The classic mistake is to check signature here: it does not
+		// cover the body.
+		return nil, fmt.Errorf("%w: msg_signature is missing", ErrSignature)
+	}
+	if !CheckSignature(q.MsgSignature, s.token, q.Timestamp, q.Nonce, encrypt) {
+		return nil, ErrSignature
+	}
+	if err := s.checkTimestamp(q.Timestamp); err != nil {
+		return nil, err
+	}
+	if len(s.crypters) == 0 {
+		return nil, ErrNoKey
+	}
+	plain, c, err := s.decrypt(encrypt)
+	if err != nil {
+		return nil, err
+	}
+	msg, err := ParseMessage(plain)
+	if err != nil {
+		return nil, fmt.Errorf("decrypted message: %w", err)
+	}
+	in := &inbound{msg: msg, mode: modeSafe, crypter: c}
+	if text(outer, "MsgType") != "" {
+		in.mode = modeCompatible
+	}
+	if c != s.crypters[0] {
+		in.keyName = "previous"
+	}
+	return in, nil
+}
+
+// decrypt tries the current key, then the previous one. A wrong key almost
+// always fails the padding or length checks, and otherwise the AppID check.
+func (s *Service) decrypt(encrypt string) ([]byte, *Crypter, error) {
+	var errs []error
+	for _, c := range s.crypters {
+		plain, err := c.Decrypt(encrypt)
+		if err == nil {
+			return plain, c, nil
+		}
+		if errors.Is(err, ErrMalformed) { // base64: no key will do better
+			return nil, nil, err
+		}
+		errs = append(errs, err)
+	}
+	for _, err := range errs {
+		if errors.Is(err, ErrAppID) {
+			return nil, nil, err
+		}
+	}
+	return nil, nil, errs[0]
+}
+
+// checkTimestamp refuses a timestamp outside the window around now.
+func (s *Service) checkTimestamp(ts string) error {
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: timestamp is not a number", ErrStale)
+	}
+	// Sub saturates instead of overflowing for absurd values.
+	d := s.now().Sub(time.Unix(sec, 0))
+	if d > s.window || d < -s.window {
+		return fmt.Errorf("%w: %v from the server's clock", ErrStale, d.Round(time.Second))
+	}
+	return nil
+}
+
+// answer dispatches msg and renders the body to send: the reply XML,
+// encrypted when the message was, or "success". The second result says
+// where the reply came from and the third its type, for the log.
+func (s *Service) answer(ctx context.Context, in *inbound, deadline time.Time) ([]byte, Source, string) {
+	reply, source := s.dispatch(ctx, in.msg, deadline)
+	if reply == nil {
+		return []byte(Success), source, Success
+	}
+	var buf bytes.Buffer
+	renderReply(&buf, reply, in.msg, s.now().Unix())
+	if in.crypter == nil {
+		return buf.Bytes(), source, reply.Type
+	}
+	out, err := s.seal(in.crypter, buf.Bytes())
+	if err != nil {
+		s.log.Error("callback reply encryption failed", "err", err)
+		return []byte(Success), source, Success
+	}
+	return out, source, reply.Type
+}
+
+// seal encrypts a reply and wraps it in the envelope WeChat expects, with
+// its own timestamp, nonce and signature.
+func (s *Service) seal(c *Crypter, reply []byte) ([]byte, error) {
+	encrypt, err := c.Encrypt(s.random, reply)
+	if err != nil {
+		return nil, err
+	}
+	nonce, err := s.nonce()
+	if err != nil {
+		return nil, err
+	}
+	ts := strconv.FormatInt(s.now().Unix(), 10)
+	var buf bytes.Buffer
+	renderEncrypted(&buf, encrypt, Signature(s.token, ts, nonce, encrypt), ts, nonce)
+	return buf.Bytes(), nil
+}
+
+// nonce is ten random digits, like WeChat's own.
+func (s *Service) nonce() (string, error) {
+	var b [10]byte
+	if _, err := io.ReadFull(s.random, b[:]); err != nil {
+		return "", fmt.Errorf("callback: nonce: %w", err)
+	}
+	for i := range b {
+		b[i] = '0' + b[i]%10
+	}
+	return string(b[:]), nil
+}
+
+// Dispatch states, so that exactly one of the dispatching goroutine and the
+// deadline decides what happens to the reply.
+const (
+	dispatchRunning int32 = iota
+	dispatchDelivered
+	dispatchAbandoned
+)
+
+// dispatch asks the dispatcher for a reply and waits for it until
+// deadline. A panic in a subscriber is recovered. A reply after the
+// deadline is dropped and logged: the answer ("success") is already gone.
+func (s *Service) dispatch(ctx context.Context, msg *Message, deadline time.Time) (*Reply, Source) {
+	// Not cancelled with the request: if WeChat hangs up, the reply is
+	// still computed and stored for its retry.
+	dctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	type result struct {
+		reply  *Reply
+		source Source
+		err    error
+	}
+	done := make(chan result, 1)
+	var state atomic.Int32
+	go func() {
+		defer cancel()
+		var res result
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					res = result{source: SourceSubscriber, err: fmt.Errorf("panic: %v", p)}
+				}
+			}()
+			res.reply, res.source, res.err = s.dispatcher.Dispatch(dctx, msg)
+		}()
+		if state.CompareAndSwap(dispatchRunning, dispatchDelivered) {
+			done <- res
+			return
+		}
+		s.log.Warn("callback reply came after the deadline and was dropped",
+			"msg_type", msg.MsgType, "event", msg.Event, "msg_id", msg.MsgID, "source", string(res.source))
+	}()
+
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	var res result
+	select {
+	case res = <-done:
+	case <-timer.C:
+		if state.CompareAndSwap(dispatchRunning, dispatchAbandoned) {
+			s.log.Warn("callback reply not ready in time, answered success",
+				"msg_type", msg.MsgType, "event", msg.Event, "msg_id", msg.MsgID, "timeout", s.replyTimeout)
+			return nil, SourceNone
+		}
+		res = <-done // delivered just as the timer fired
+	}
+	if res.err != nil {
+		s.log.Warn("callback dispatch failed, answered success",
+			"msg_type", msg.MsgType, "msg_id", msg.MsgID, "source", string(res.source), "err", res.err)
+		return nil, res.source
+	}
+	return res.reply, res.source
+}
