@@ -34,6 +34,10 @@ func (a *Appliance) buildRPC() error {
 		return err
 	}
 	a.rpc = srv
+	if a.callback != nil {
+		// Backends that subscribe answer the pushes before the rules.
+		a.callback.SetSubscriber(srv)
+	}
 	return nil
 }
 
