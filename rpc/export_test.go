@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 )
 
-// Deliver exposes deliver to the tests, which run before a callback
-// package exists to hand it real messages.
+// DeliverForTest exposes deliver, so the subscriber registry is tested with
+// plain values apart from the callback package's types.
 func (s *Server) DeliverForTest(ctx context.Context, msgType, event string, msg any) (json.RawMessage, bool, error) {
 	return s.deliver(ctx, msgType, event, msg)
 }
