@@ -18,6 +18,7 @@ import (
 	"wxappliance/kv"
 	"wxappliance/media"
 	"wxappliance/oauth"
+	"wxappliance/rpc"
 )
 
 // Options carries what New does not read from Config.
@@ -45,6 +46,7 @@ type Appliance struct {
 	media     *media.Service
 	callback  *callback.Service // nil when callback.token is empty
 	sandbox   *sandbox.Sandbox
+	rpc       *rpc.Server
 	handler   http.Handler
 
 	allowedReturn func(host string) bool
@@ -133,6 +135,9 @@ func (a *Appliance) build(opts Options) error {
 			})
 		}
 	}
+	if err := a.buildRPC(); err != nil {
+		return err
+	}
 	a.handler = a.routes()
 	return nil
 }
@@ -172,8 +177,10 @@ func (a *Appliance) goBackground(ctx context.Context, name string, fn func(conte
 	}()
 }
 
-// Close stops background work and closes the store if New opened it.
+// Close ends RPC connections, stops background work and closes the store
+// if New opened it.
 func (a *Appliance) Close() error {
+	a.drainRPC()
 	if a.stopBackground != nil {
 		a.stopBackground()
 	}

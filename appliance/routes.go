@@ -26,6 +26,9 @@ func (a *Appliance) routes() http.Handler {
 	browser("GET", "/offiaccount/media", a.cfg.Media.Timeout.D(), a.mediaBase64)
 	browser("GET", "/offiaccount/media/raw", a.cfg.Media.Timeout.D(), a.mediaRaw)
 
+	if a.rpc != nil {
+		mux.Handle(a.cfg.RPC.Path, a.rpc) // JSON-RPC over WebSocket for backends
+	}
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.HandleFunc("GET /admin/backup", a.adminBackup)

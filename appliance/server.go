@@ -42,6 +42,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, started func(addr 
 		MaxHeaderBytes:    cfg.Server.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	srv.RegisterOnShutdown(a.drainRPC) // hijacked RPC connections are not Shutdown's
 	a.Start()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
