@@ -36,7 +36,7 @@ const (
 // behind an HTTP server, with Badger in a temp dir, behind its own HTTP
 // server.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	sb       *sandbox.Sandbox
 	up       *httptest.Server
 	store    *kv.Badger
@@ -53,11 +53,13 @@ type env struct {
 type envConfig struct {
 	opts     rpc.Options
 	tokenAPI string
+	upstream time.Duration // the WeChat client's deadline; default 2s
+	primary  string        // an API host tried before the sandbox, for failover
 	svc      func(rpc.Services) rpc.Services
 	server   func(*http.Server)
 }
 
-func newEnv(t *testing.T, configure ...func(*envConfig)) *env {
+func newEnv(t testing.TB, configure ...func(*envConfig)) *env {
 	t.Helper()
 	cfg := envConfig{opts: rpc.Options{
 		Keys:           []rpc.Key{{Name: "backend", Key: testKey}, {Name: "other", Key: otherKey}},
@@ -81,7 +83,14 @@ func newEnv(t *testing.T, configure ...func(*envConfig)) *env {
 	e.store = store
 	t.Cleanup(func() { store.Close() })
 
-	up, err := oauth.NewClient(oauth.ClientConfig{BaseURL: e.up.URL, Timeout: 2 * time.Second, BusyBackoff: 10 * time.Millisecond})
+	if cfg.upstream == 0 {
+		cfg.upstream = 2 * time.Second
+	}
+	base, fallbacks := e.up.URL, []string(nil)
+	if cfg.primary != "" {
+		base, fallbacks = cfg.primary, []string{e.up.URL}
+	}
+	up, err := oauth.NewClient(oauth.ClientConfig{BaseURL: base, Fallbacks: fallbacks, Timeout: cfg.upstream, BusyBackoff: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +214,7 @@ func callErr(t *testing.T, c *client.Client, method string, params any, code int
 
 // rawConn is a bare WebSocket speaking frames by hand.
 type rawConn struct {
-	t  *testing.T
+	t  testing.TB
 	ws *websocket.Conn
 }
 
