@@ -80,6 +80,12 @@ func run(duration time.Duration, conns int, bin, logLevel, only string) error {
 		return err
 	}
 	scenarios = append(scenarios, cb)
+	rs, closeRPC, err := rpcScenario(app.base, session)
+	if err != nil {
+		return err
+	}
+	defer closeRPC()
+	scenarios = append(scenarios, rs)
 
 	var results []result
 	for _, sc := range scenarios {
@@ -292,7 +298,10 @@ allowed_return_hosts = ["127.0.0.1"]
 [[callback.rules.keywords]]
 keyword = "帮助"
 content = "可以回复：帮助"
-`, addr, logLevel, filepath.Join(work, "data"))
+[[rpc.keys]]
+name = "load"
+key = %q
+`, addr, logLevel, filepath.Join(work, "data"), rpcKey)
 	if err := os.WriteFile(config, []byte(body), 0o600); err != nil {
 		return nil, err
 	}
