@@ -472,3 +472,50 @@ func TestLoginTicket(t *testing.T) {
 		t.Fatalf("second redeem: %v", err)
 	}
 }
+
+// Behind https (server.base_url), cookies are Secure, and their name and
+// path come from the config; redirect_uri is built from base_url.
+func TestCookiesFollowConfig(t *testing.T) {
+	h := newHarness(t, func(c *appliance.Config) {
+		c.Server.BaseURL = "https://wx.example.com/2020/wechat"
+		c.OAuth.SessionCookie = "hemc_sid"
+		c.OAuth.CookiePath = "/2020/wechat"
+		c.OAuth.SessionTTL = appliance.Duration(48 * time.Hour)
+	})
+	b := h.browser()
+	authz := b.startLogin(returnPage)
+	if got := authz.Query().Get("redirect_uri"); got != "https://wx.example.com/2020/wechat/auth/code" {
+		t.Fatalf("redirect_uri %q", got)
+	}
+	// The jar will not send Secure cookies over the test's plain HTTP, so
+	// the cookies are carried by hand.
+	resp := b.get("/auth?state=" + url.QueryEscape(returnPage))
+	var binding *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "hemc_sid_login" {
+			binding = c
+		}
+	}
+	if binding == nil || !binding.Secure || !binding.HttpOnly || binding.Path != "/2020/wechat" {
+		t.Fatalf("binding cookie %+v", binding)
+	}
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	callback, _ := url.Parse(b.authorize(loc, sandbox.OpenIDZhangsan))
+	final := b.get("/auth/code?"+callback.RawQuery, "Cookie", "hemc_sid_login="+binding.Value)
+	var sess *http.Cookie
+	for _, c := range final.Cookies() {
+		if c.Name == "hemc_sid" {
+			sess = c
+		}
+	}
+	if final.StatusCode != http.StatusFound || sess == nil {
+		t.Fatalf("login %d %s", final.StatusCode, final.body)
+	}
+	if !sess.Secure || !sess.HttpOnly || sess.SameSite != http.SameSiteLaxMode || sess.Path != "/2020/wechat" || sess.MaxAge != 48*3600 {
+		t.Fatalf("session cookie %+v", sess)
+	}
+	openid := b.get("/auth/user/openid", "Cookie", "hemc_sid="+sess.Value)
+	if openid.json(t)["openid"] != sandbox.OpenIDZhangsan {
+		t.Fatalf("openid %s", openid.body)
+	}
+}
