@@ -2,8 +2,6 @@ package appliance_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -12,7 +10,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"wxappliance/appliance"
 	"wxappliance/appliance/sandbox"
 )
 
@@ -36,49 +33,12 @@ func findChromium(t *testing.T) string {
 	return ""
 }
 
-// serveSandbox runs the real server (sandbox mode, loopback, temp data
-// dir) as the binary would, and returns its base URL.
-func serveSandbox(t *testing.T) string {
-	t.Helper()
-	cfg := appliance.DefaultConfig()
-	cfg.Server.Listen = "127.0.0.1:0"
-	cfg.Storage.Dir = t.TempDir()
-	cfg.WeChat.Sandbox = true
-	cfg.WeChat.AppID = appliance.SandboxAppID
-	cfg.WeChat.AppSecret = appliance.SandboxAppSecret
-	cfg.OAuth.AllowedReturnHosts = []string{"127.0.0.1"}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- appliance.Serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { addr <- a })
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	select {
-	case a := <-addr:
-		return "http://" + a
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("server did not start")
-	}
-	return ""
-}
-
 // TestBrowserLogin drives a real headless Chromium through the demo page:
 // 401, redirect to /auth, the sandbox's authorize page, a click on a test
 // user, back on the demo page showing the nickname from /auth/user.
 func TestBrowserLogin(t *testing.T) {
 	chromium := findChromium(t)
-	base := serveSandbox(t)
+	base := "http://" + serve(t, sandboxConfig(t), nil).addr
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),

@@ -2,6 +2,7 @@ package appliance_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"html"
 	"io"
@@ -316,4 +317,62 @@ func callbackParam(t *testing.T, rawURL, key string) string {
 func locationParam(t *testing.T, resp *response, key string) string {
 	t.Helper()
 	return callbackParam(t, resp.Header.Get("Location"), key)
+}
+
+// sandboxConfig is the real server in sandbox mode on a free loopback port
+// with its own data directory, for tests to adjust before serve.
+func sandboxConfig(t testing.TB) appliance.Config {
+	cfg := appliance.DefaultConfig()
+	cfg.Server.Listen = "127.0.0.1:0"
+	cfg.Storage.Dir = t.TempDir()
+	cfg.WeChat.Sandbox = true
+	cfg.WeChat.AppID = appliance.SandboxAppID
+	cfg.WeChat.AppSecret = appliance.SandboxAppSecret
+	cfg.OAuth.AllowedReturnHosts = []string{"127.0.0.1"}
+	return cfg
+}
+
+// served is appliance.Serve running as the binary runs it.
+type served struct {
+	addr string
+	stop context.CancelFunc // SIGTERM
+	done chan struct{}
+	err  error
+}
+
+// wait returns what Serve returned, once it has.
+func (s *served) wait() error { <-s.done; return s.err }
+
+// serve runs Serve with cfg until stop or the end of the test, and returns
+// once it listens. A nil log discards.
+func serve(t *testing.T, cfg appliance.Config, log *slog.Logger) *served {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &served{stop: cancel, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		s.err = appliance.Serve(ctx, cfg, log, func(a string) { addr <- a })
+		close(s.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := s.wait(); err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	select {
+	case s.addr = <-addr:
+		return s
+	case <-s.done:
+		t.Fatalf("serve: %v", s.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not start")
+	}
+	return nil
 }

@@ -183,34 +183,14 @@ func TestRPCHandshakeThroughAppliance(t *testing.T) {
 // read_timeout, and a shutdown closes it with 1001 (going away) before the
 // store closes.
 func TestRPCUnderServe(t *testing.T) {
-	cfg := appliance.DefaultConfig()
-	cfg.Server.Listen = "127.0.0.1:0"
+	cfg := sandboxConfig(t)
 	cfg.Server.WriteTimeout = appliance.Duration(300 * time.Millisecond)
 	cfg.Server.ReadTimeout = appliance.Duration(300 * time.Millisecond)
 	cfg.Server.ShutdownTimeout = appliance.Duration(5 * time.Second)
-	cfg.Storage.Dir = t.TempDir()
-	cfg.WeChat.Sandbox = true
-	cfg.WeChat.AppID = appliance.SandboxAppID
-	cfg.WeChat.AppSecret = appliance.SandboxAppSecret
-	cfg.OAuth.AllowedReturnHosts = []string{"app.example.com"}
 	withRPC(&cfg)
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
 	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	addr := make(chan string, 1)
-	served := make(chan error, 1)
-	go func() { served <- appliance.Serve(ctx, cfg, log, func(a string) { addr <- a }) }()
-	var url string
-	select {
-	case a := <-addr:
-		url = "ws://" + a + "/rpc"
-	case err := <-served:
-		t.Fatal(err)
-	}
+	srv := serve(t, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	url := "ws://" + srv.addr + "/rpc"
 
 	ws, _, err := websocket.DefaultDialer.Dial(url, http.Header{"Authorization": {"Bearer " + rpcTestKey}})
 	if err != nil {
@@ -232,12 +212,12 @@ func TestRPCUnderServe(t *testing.T) {
 	time.Sleep(time.Second) // over three write and read timeouts
 	ask("after idling")
 
-	stop()
+	srv.stop()
 	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, _, err := ws.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
 		t.Fatalf("on shutdown: %v, want close 1001", err)
 	}
-	if err := <-served; err != nil {
+	if err := srv.wait(); err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
 	if !strings.Contains(logs.String(), "stopped") {

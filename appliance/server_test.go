@@ -1,11 +1,9 @@
 package appliance_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -56,21 +54,9 @@ func TestReadyz(t *testing.T) {
 // Shutdown stops accepting, lets in-flight requests finish, and releases
 // the data directory.
 func TestGracefulShutdown(t *testing.T) {
-	cfg := appliance.DefaultConfig()
-	cfg.Server.Listen = "127.0.0.1:0"
-	cfg.Storage.Dir = t.TempDir()
-	cfg.WeChat.Sandbox = true
-	cfg.WeChat.AppID = appliance.SandboxAppID
-	cfg.WeChat.AppSecret = appliance.SandboxAppSecret
-	cfg.OAuth.AllowedReturnHosts = []string{"127.0.0.1"}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	addrc := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- appliance.Serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { addrc <- a })
-	}()
-	base := "http://" + <-addrc
+	cfg := sandboxConfig(t)
+	srv := serve(t, cfg, nil)
+	base := "http://" + srv.addr
 
 	// The next media download takes 700ms upstream.
 	fault := `{"endpoint":"cgi-bin/media/get","latency_ms":700,"times":1}`
@@ -86,7 +72,7 @@ func TestGracefulShutdown(t *testing.T) {
 		inflight <- resp
 	}()
 	time.Sleep(200 * time.Millisecond)
-	cancel()
+	srv.stop()
 
 	resp := <-inflight
 	if resp == nil || resp.StatusCode != 200 {
@@ -97,7 +83,7 @@ func TestGracefulShutdown(t *testing.T) {
 	if !strings.Contains(string(body), `"media_data"`) {
 		t.Fatalf("in-flight answer %s", body)
 	}
-	if err := <-done; err != nil {
+	if err := srv.wait(); err != nil {
 		t.Fatalf("serve returned %v", err)
 	}
 	if _, err := http.Get(base + "/healthz"); err == nil {
@@ -133,22 +119,9 @@ func TestSecondProcessOnSameDataDir(t *testing.T) {
 // A client trickling its headers (slowloris) is cut off after
 // server.read_header_timeout instead of holding a connection forever.
 func TestSlowHeadersCutOff(t *testing.T) {
-	cfg := appliance.DefaultConfig()
-	cfg.Server.Listen = "127.0.0.1:0"
+	cfg := sandboxConfig(t)
 	cfg.Server.ReadHeaderTimeout = appliance.Duration(300 * time.Millisecond)
-	cfg.Storage.Dir = t.TempDir()
-	cfg.WeChat.Sandbox = true
-	cfg.WeChat.AppID = appliance.SandboxAppID
-	cfg.WeChat.AppSecret = appliance.SandboxAppSecret
-	cfg.OAuth.AllowedReturnHosts = []string{"127.0.0.1"}
-	ctx, cancel := context.WithCancel(context.Background())
-	addrc := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- appliance.Serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { addrc <- a })
-	}()
-	defer func() { cancel(); <-done }()
-	addr := <-addrc
+	addr := serve(t, cfg, nil).addr
 
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
