@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"wxappliance/appliance/wire"
 	"wxappliance/oauth"
 )
 
@@ -47,7 +48,7 @@ func ReadAdminToken(dir string) (string, error) {
 
 // adminBackup streams an online backup of the store.
 func (a *Appliance) adminBackup(w http.ResponseWriter, r *http.Request) {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	got, ok := wire.BearerToken(r)
 	if a.adminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.adminToken)) != 1 {
 		writeEnvelope(w, http.StatusUnauthorized, "需要管理令牌 (admin token required)")
 		return

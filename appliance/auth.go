@@ -1,7 +1,6 @@
 package appliance
 
 import (
-	"encoding/json"
 	"net/http"
 
 	"wxappliance/oauth"
@@ -143,19 +142,5 @@ func (a *Appliance) authUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeRawJSON(w, info)
-	return nil
-}
-
-// writeRawJSON passes a JSON object WeChat sent through unchanged, so every
-// field, Chinese and emoji included, reaches the browser as WeChat wrote it.
-func writeRawJSON(w http.ResponseWriter, raw json.RawMessage) {
-	if !json.Valid(raw) {
-		writeEnvelope(w, http.StatusInternalServerError, msgServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	w.Write(raw)
+	return writeRawObject(w, info)
 }

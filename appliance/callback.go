@@ -14,31 +14,9 @@ import (
 )
 
 // The WeChat callback's HTTP transport. Package callback holds the protocol
-// and knows nothing of HTTP; this file reads the request, calls it, and maps
-// its errors to statuses. Its errors get their own table, not rows in
-// errorMapping: they answer WeChat (which reads only a 200's body) and
-// people debugging with curl, never a browser frontend, and this keeps
-// everything the callback route can answer in one place.
-
-// callbackErrors maps the callback's errors to HTTP answers; the first
-// matching row wins, anything else is 500.
-var callbackErrors = []struct {
-	err    error
-	status int
-	msg    string
-}{
-	{callback.ErrSignature, http.StatusForbidden, "签名错误"},
-	{callback.ErrStale, http.StatusForbidden, "时间戳超出允许范围"},
-	{callback.ErrAppID, http.StatusForbidden, "消息不属于此公众号"},
-	{callback.ErrPlaintext, http.StatusForbidden, "已配置EncodingAESKey，只接受加密消息（兼容或安全模式）"},
-	{callback.ErrMalformed, http.StatusBadRequest, "消息格式错误"},
-	{callback.ErrDecrypt, http.StatusBadRequest, "消息解密失败"},
-}
-
-const (
-	msgBodyTooLarge     = "请求体过大"
-	msgMethodNotAllowed = "不支持的请求方法"
-)
+// and knows nothing of HTTP; this file reads the request, calls it, and
+// answers its errors in the envelope like every other route: WeChat reads
+// only a 200's body, and people debugging with curl read the rest.
 
 // newCallback builds the callback service; nil when callback.token is
 // empty, which turns the callback off.
@@ -105,13 +83,11 @@ func (a *Appliance) serveCallback(w http.ResponseWriter, r *http.Request) {
 		writeText(w, "text/plain; charset=utf-8", []byte(echo))
 	case http.MethodPost:
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, callback.MaxBodyBytes))
+		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); err != nil && !tooLarge {
+			err = badRequest("请求体读取失败", err)
+		}
 		if err != nil {
-			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
-				writeError(w, r, a.log, &publicError{status: http.StatusRequestEntityTooLarge, msg: msgBodyTooLarge, err: err})
-				return
-			}
-			writeError(w, r, a.log, badRequest("请求体读取失败", err))
+			a.callbackError(w, r, err)
 			return
 		}
 		ans, err := a.callback.Handle(r.Context(), q, body)
@@ -122,20 +98,15 @@ func (a *Appliance) serveCallback(w http.ResponseWriter, r *http.Request) {
 		writeText(w, ans.ContentType(), ans.Body)
 	default:
 		w.Header().Set("Allow", "GET, POST")
-		writeEnvelope(w, http.StatusMethodNotAllowed, msgMethodNotAllowed)
+		writeEnvelope(w, http.StatusMethodNotAllowed, "不支持的请求方法")
 	}
 }
 
-// callbackError answers err through callbackErrors.
+// callbackError answers err, telling the operator what to fix when it is
+// the configuration.
 func (a *Appliance) callbackError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, callback.ErrNoKey) {
 		a.log.Error("encrypted callback message but callback.encoding_aes_key is not set: set it to the EncodingAESKey of WeChat's server configuration")
-	}
-	for _, m := range callbackErrors {
-		if errors.Is(err, m.err) {
-			writeError(w, r, a.log, &publicError{status: m.status, msg: m.msg, err: err})
-			return
-		}
 	}
 	writeError(w, r, a.log, err)
 }

@@ -25,8 +25,7 @@ func (a *Appliance) offiaccountUser(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	writeRawJSON(w, info)
-	return nil
+	return writeRawObject(w, info)
 }
 
 // jssdkConfig is O1: POST {"url": ...} -> {appid, timestamp, noncestr,

@@ -214,7 +214,7 @@ func TestUpstreamFailures(t *testing.T) {
 		{"5xx", sandbox.Fault{Status: 502}, 504, "", time.Second},
 		{"malformed", sandbox.Fault{Malformed: true}, 504, "", time.Second},
 		{"quota", sandbox.Fault{Errcode: 45009}, 500, "", time.Second},
-		{"other errcode", sandbox.Fault{Errcode: 40013}, 500, "服务器错误", time.Second},
+		{"other errcode", sandbox.Fault{Errcode: 40013}, 500, "微信接口返回错误", time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"wxappliance/appliance/wire"
 )
 
 // routes is the route table: every path the appliance answers is here.
@@ -84,7 +86,7 @@ func recoverPanics(log interface {
 				return
 			}
 			log.Error("handler panicked", "path", r.URL.Path, "panic", p)
-			writeEnvelope(w, http.StatusInternalServerError, msgServerError)
+			writeEnvelope(w, http.StatusInternalServerError, wire.MsgServerError)
 		}()
 		next.ServeHTTP(w, r)
 	})

@@ -4,7 +4,8 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
-	"strings"
+
+	"wxappliance/appliance/wire"
 )
 
 // hashedKey is a configured key kept as its sha256, so every comparison
@@ -31,9 +32,8 @@ func hashKeys(keys []Key) []hashedKey {
 // in constant time and without stopping at a match, so the time taken
 // tells neither whether nor which key matched.
 func (s *Server) authenticate(r *http.Request) (string, bool) {
-	scheme, given, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	given = strings.TrimSpace(given)
-	if !strings.EqualFold(scheme, "Bearer") || given == "" {
+	given, ok := wire.BearerToken(r)
+	if !ok {
 		return "", false
 	}
 	sum := sha256.Sum256([]byte(given))

@@ -159,7 +159,7 @@ func (c *conn) Handle(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Reque
 	switch {
 	case c.closing:
 		c.mu.Unlock()
-		c.answer(ctx, req.Method, in.id, &wireError{code: CodeBusy, status: 503, msg: "服务器正在关闭"}, 0)
+		c.answer(ctx, req.Method, in.id, errClosing, 0)
 		return
 	case c.queued >= cap(c.queue):
 		c.mu.Unlock()

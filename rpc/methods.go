@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"wxappliance/oauth"
+	"wxappliance/appliance/wire"
 )
 
 // method is one JSON-RPC method: params as the backend sent them (nil when
@@ -68,7 +68,7 @@ func (s *Server) sessionUser(ctx context.Context, _ *conn, raw json.RawMessage) 
 	if err != nil {
 		return nil, err
 	}
-	return rawObject(info)
+	return wire.RawObject(info)
 }
 
 // ticketRedeem: {ticket} -> {openid, unionid?, scope}, once per ticket.
@@ -93,13 +93,13 @@ func (s *Server) userGet(ctx context.Context, _ *conn, raw json.RawMessage) (any
 		return nil, err
 	}
 	if len(p.OpenID) > 128 || strings.ContainsFunc(p.OpenID, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
-		return nil, &wireError{code: CodeBadInput, status: 400, msg: "openid无效"}
+		return nil, wire.Errorf(wire.BadInput, "openid无效", nil)
 	}
 	info, err := s.svc.App.UserInfo(ctx, p.OpenID)
 	if err != nil {
 		return nil, err
 	}
-	return rawObject(info)
+	return wire.RawObject(info)
 }
 
 // mediaGet: {media_id} -> {media_data, content_type}, or {video_url} for a
@@ -236,14 +236,4 @@ func jsonKind(goKind string) string {
 		return "数组"
 	}
 	return goKind
-}
-
-// rawObject passes a JSON object WeChat sent through unchanged, Chinese and
-// emoji included.
-func rawObject(raw json.RawMessage) (json.RawMessage, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || raw[0] != '{' || !json.Valid(raw) {
-		return nil, fmt.Errorf("%w: the answer is not a JSON object", oauth.ErrBadResponse)
-	}
-	return raw, nil
 }

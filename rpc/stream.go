@@ -302,7 +302,11 @@ func (s *stream) answerError(id json.RawMessage, e *jsonrpc2.Error) {
 }
 
 func invalidFrame(code int64, msg string) *jsonrpc2.Error {
-	return newError(code, ErrorData{Status: 400, Msg: msg})
+	message := "invalid request"
+	if code == CodeParseError {
+		message = "parse error"
+	}
+	return newError(code, message, ErrorData{Status: 400, Msg: msg})
 }
 
 // WriteObject implements jsonrpc2.ObjectStream. Answers go through respond;

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 
+	"wxappliance/appliance/wire"
 	"wxappliance/oauth"
 )
 
@@ -122,7 +123,7 @@ func (s *Server) wechatCall(ctx context.Context, _ *conn, raw json.RawMessage) (
 	if err := s.svc.App.CallJSON(ctx, req, &answer); err != nil {
 		return nil, err
 	}
-	return rawObject(answer)
+	return wire.RawObject(answer)
 }
 
 // queryValue turns a JSON scalar into a query string value.

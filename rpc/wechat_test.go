@@ -62,12 +62,12 @@ func TestWeChatCall(t *testing.T) {
 
 	// WeChat's errcode comes back with the error, for trusted backends.
 	call(t, c, "wechat.call", map[string]any{"path": "cgi-bin/menu/delete"}, nil)
-	nomenu := callErr(t, c, "wechat.call", map[string]any{"path": "cgi-bin/menu/get"}, rpc.CodeWeChat, 502)
+	nomenu := callErr(t, c, "wechat.call", map[string]any{"path": "cgi-bin/menu/get"}, rpc.CodeWeChat, 500)
 	if nomenu.Data.Errcode != 46003 || nomenu.Data.Errmsg != "menu no exist" {
 		t.Fatalf("menu/get without a menu: %+v", nomenu.Data)
 	}
 	subscribe := callErr(t, c, "wechat.call", map[string]any{"method": "POST", "path": "cgi-bin/message/custom/send",
-		"body": map[string]any{"touser": sandbox.OpenIDLisi, "msgtype": "text", "text": map[string]string{"content": "hi"}}}, rpc.CodeWeChat, 502)
+		"body": map[string]any{"touser": sandbox.OpenIDLisi, "msgtype": "text", "text": map[string]string{"content": "hi"}}}, rpc.CodeWeChat, 500)
 	if subscribe.Data.Errcode != 45015 {
 		t.Fatalf("custom/send to a non-follower: %+v", subscribe.Data)
 	}
