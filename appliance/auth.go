@@ -42,10 +42,8 @@ func (a *Appliance) auth(w http.ResponseWriter, r *http.Request) error {
 	}
 	// One binding per browser, kept across logins, so two tabs logging in
 	// at once do not break each other.
-	binding := ""
-	if c, err := r.Cookie(a.bindingCookieName()); err == nil && oauth.ValidSecret(c.Value) {
-		binding = c.Value
-	} else {
+	binding := cookieValue(r, a.bindingCookieName())
+	if !oauth.ValidSecret(binding) {
 		binding = oauth.NewSecret()
 	}
 	nonce, err := a.sessions.BeginLogin(r.Context(), binding, oauth.LoginRequest{
@@ -67,49 +65,30 @@ func (a *Appliance) auth(w http.ResponseWriter, r *http.Request) error {
 // nonce as state.
 func (a *Appliance) authCode(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	binding := ""
-	if c, err := r.Cookie(a.bindingCookieName()); err == nil {
-		binding = c.Value
-	}
-	login, err := a.sessions.FinishLogin(r.Context(), q.Get("state"), binding)
+	done, err := a.sessions.CompleteLogin(r.Context(), q.Get("state"), cookieValue(r, a.bindingCookieName()),
+		q.Get("code"), cookieValue(r, a.cfg.OAuth.SessionCookie))
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	w.Header().Set("Cache-Control", "no-store")
-	code := q.Get("code")
-	if code == "" {
-		// The user refused: back to the page, still logged out.
-		http.Redirect(w, r, login.ReturnURL, http.StatusFound)
-		return nil
+	target := done.ReturnURL
+	if done.SessionID != "" {
+		http.SetCookie(w, a.cookie(a.cfg.OAuth.SessionCookie, done.SessionID, int(a.cfg.OAuth.SessionTTL.D().Seconds())))
 	}
-	tok, err := a.web.Exchange(r.Context(), code)
-	if err != nil {
-		return err
-	}
-	id, err := a.sessions.Create(r.Context(), tok)
-	if err != nil {
-		return err
-	}
-	// A session id the browser brought along is never adopted; the session
-	// it named, if any, ends here.
-	if old, err := r.Cookie(a.cfg.OAuth.SessionCookie); err == nil {
-		if err := a.sessions.Delete(r.Context(), old.Value); err != nil {
-			a.log.Warn("could not end the previous session", "err", err)
-		}
-	}
-	http.SetCookie(w, a.cookie(a.cfg.OAuth.SessionCookie, id, int(a.cfg.OAuth.SessionTTL.D().Seconds())))
-	target := login.ReturnURL
-	if login.Ticket {
-		sess := oauth.Session{OpenID: tok.OpenID, UnionID: tok.UnionID, Scope: tok.Scope}
-		ticket, err := a.sessions.IssueTicket(r.Context(), sess)
-		if err != nil {
-			return err
-		}
-		target = appendQuery(target, "wx_ticket", ticket)
+	if done.Ticket != "" {
+		target = appendQuery(target, "wx_ticket", done.Ticket)
 	}
 	http.Redirect(w, r, target, http.StatusFound)
 	return nil
+}
+
+// cookieValue is the value of the request's cookie name, or "".
+func cookieValue(r *http.Request, name string) string {
+	if c, err := r.Cookie(name); err == nil {
+		return c.Value
+	}
+	return ""
 }
 
 // session returns the request's session or oauth.ErrNoSession.

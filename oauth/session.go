@@ -311,6 +311,46 @@ func (s *Sessions) FinishLogin(ctx context.Context, nonce, binding string) (Logi
 	return rec.LoginRequest, nil
 }
 
+// Completion is what a finished login tells the browser: where to go,
+// and the session (and ticket) it now holds.
+type Completion struct {
+	ReturnURL string
+	SessionID string // empty when the user refused to authorize
+	Ticket    string // set when the login asked for one
+}
+
+// CompleteLogin finishes the login the browser holding binding started
+// under nonce: it consumes the login state, exchanges code once, creates a
+// fresh session and ends previous (the session the browser brought along,
+// which is never adopted), and issues a ticket when the login asked for
+// one. An empty code means the user refused: the browser returns still
+// logged out.
+func (s *Sessions) CompleteLogin(ctx context.Context, nonce, binding, code, previous string) (Completion, error) {
+	req, err := s.FinishLogin(ctx, nonce, binding)
+	if err != nil || code == "" {
+		return Completion{ReturnURL: req.ReturnURL}, err
+	}
+	tok, err := s.web.Exchange(ctx, code)
+	if err != nil {
+		return Completion{}, err
+	}
+	id, err := s.Create(ctx, tok)
+	if err != nil {
+		return Completion{}, err
+	}
+	if err := s.Delete(ctx, previous); err != nil {
+		s.log.Warn("could not end the previous session", "err", err)
+	}
+	done := Completion{ReturnURL: req.ReturnURL, SessionID: id}
+	if req.Ticket {
+		sess := Session{OpenID: tok.OpenID, UnionID: tok.UnionID, Scope: tok.Scope}
+		if done.Ticket, err = s.IssueTicket(ctx, sess); err != nil {
+			return Completion{}, err
+		}
+	}
+	return done, nil
+}
+
 // IssueTicket returns a one-time ticket, valid for TicketTTL, that a
 // backend redeems for the session's openid.
 func (s *Sessions) IssueTicket(ctx context.Context, sess Session) (string, error) {
