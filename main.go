@@ -13,8 +13,6 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
-
-	"wxappliance/appliance"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -84,40 +82,6 @@ func (m *Main) flags(name string) (*flag.FlagSet, *string) {
 	fs.SetOutput(m.Stderr)
 	path := fs.String("config", "config.toml", "path to the TOML config file")
 	return fs, path
-}
-
-func (m *Main) serve(ctx context.Context, args []string) error {
-	fs, path := m.flags("serve")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := appliance.LoadConfig(*path, m.Getenv)
-	if err != nil {
-		return err
-	}
-	log, err := appliance.NewLogger(m.Stderr, cfg.Server)
-	if err != nil {
-		return err
-	}
-	log.Info("starting wxappliance", "version", Version(), "config", *path)
-	return appliance.Serve(ctx, cfg, log, m.Started)
-}
-
-func (m *Main) checkConfig(args []string) error {
-	fs, path := m.flags("check-config")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := appliance.LoadConfig(*path, m.Getenv)
-	if err != nil {
-		return err
-	}
-	mode := "WeChat app " + cfg.WeChat.AppID
-	if cfg.WeChat.Sandbox {
-		mode = "sandbox (fake WeChat)"
-	}
-	fmt.Fprintf(m.Stdout, "%s: ok, %s, storage in %s\n", *path, mode, cfg.Storage.Dir)
-	return nil
 }
 
 // Version is the build's version: from -ldflags, else the module version

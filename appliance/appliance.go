@@ -108,7 +108,7 @@ func (a *Appliance) build(opts Options) error {
 		Now:    opts.Now,
 		Logger: a.log.With("component", "sessions"),
 	})
-	a.media = media.New(a.app, media.Options{MaxBytes: a.cfg.Media.MaxBytes, Timeout: a.cfg.Media.Timeout.D()})
+	a.media = media.New(a.app, media.Options{MaxBytes: int64(a.cfg.Media.MaxBytes), Timeout: a.cfg.Media.Timeout.D()})
 	a.allowedReturn = hostMatcher(a.cfg.OAuth.AllowedReturnHosts)
 	a.secureCookies = strings.HasPrefix(a.cfg.Server.BaseURL, "https://")
 	jssdkHosts := a.cfg.JSSDK.AllowedHosts
@@ -147,9 +147,6 @@ func (a *Appliance) Handler() http.Handler { return a.handler }
 
 // App is the access_token holder, for transports and tests.
 func (a *Appliance) App() *oauth.App { return a.app }
-
-// JSSDK is the ticket holder and signer.
-func (a *Appliance) JSSDK() *jssdk.Service { return a.jssdk }
 
 // Sessions holds logins, login states and tickets.
 func (a *Appliance) Sessions() *oauth.Sessions { return a.sessions }

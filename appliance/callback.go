@@ -128,6 +128,6 @@ func writeText(w http.ResponseWriter, contentType string, body []byte) {
 	w.Write(body)
 }
 
-// Callback is the callback service, nil when the callback is off; the RPC
-// transport sets its subscriber on it.
+// Callback is the callback service, nil when the callback is off. When RPC
+// is on, buildRPC (rpc.go) makes the RPC server its subscriber.
 func (a *Appliance) Callback() *callback.Service { return a.callback }

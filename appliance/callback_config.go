@@ -14,14 +14,6 @@ import (
 // here, beside their validation, to keep the callback's configuration in
 // one place.
 
-// Sandbox callback credentials, used when wechat.sandbox is on and neither
-// callback.token nor callback.encoding_aes_key is set, so that the
-// sandbox's push page works in safe mode with no setup.
-const (
-	SandboxCallbackToken  = "sandboxtoken"
-	SandboxEncodingAESKey = "SandboxEncodingAESKey0123456789abcdefghijkl"
-)
-
 // CallbackRules is [callback.rules]: the replies sent when no RPC backend
 // answers a message.
 type CallbackRules struct {

@@ -438,7 +438,7 @@ content = "bee"
 	def := DefaultConfig()
 	def.WeChat.Sandbox = true
 	def.applySandboxDefaults()
-	if def.Callback.Token != SandboxCallbackToken || def.Callback.EncodingAESKey != SandboxEncodingAESKey {
+	if def.Callback.Token != sandbox.DefaultCallbackToken || def.Callback.EncodingAESKey != sandbox.DefaultEncodingAESKey {
 		t.Fatalf("sandbox callback defaults: %+v", def.Callback)
 	}
 	if def.Callback.ReplyTimeout.D() != 4500*time.Millisecond || def.Callback.TimestampWindow.D() != 5*time.Minute {

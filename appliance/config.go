@@ -14,7 +14,9 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"wxappliance/appliance/sandbox"
 	"wxappliance/callback"
+	"wxappliance/oauth"
 )
 
 // Config is the whole configuration file. Every key is documented in
@@ -42,7 +44,7 @@ type ServerConfig struct {
 	IdleTimeout       Duration `toml:"idle_timeout"`
 	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
 	MaxHeaderBytes    int      `toml:"max_header_bytes"`
-	MaxBodyBytes      int64    `toml:"max_body_bytes"`
+	MaxBodyBytes      ByteSize `toml:"max_body_bytes"`
 	MemoryLimit       ByteSize `toml:"memory_limit"`
 }
 
@@ -76,7 +78,7 @@ type JSSDKConfig struct {
 }
 
 type MediaConfig struct {
-	MaxBytes int64    `toml:"max_bytes"`
+	MaxBytes ByteSize `toml:"max_bytes"`
 	Timeout  Duration `toml:"timeout"`
 }
 
@@ -107,12 +109,6 @@ type RPCKey struct {
 	Key  string `toml:"key"`
 }
 
-// Sandbox credentials used when wechat.sandbox is on and none are set.
-const (
-	SandboxAppID     = "wxsandbox00000000"
-	SandboxAppSecret = "sandbox-secret"
-)
-
 // DefaultConfig is the configuration before the file is applied.
 func DefaultConfig() Config {
 	return Config{
@@ -135,10 +131,10 @@ func DefaultConfig() Config {
 			APIFallback: []string{"https://api2.weixin.qq.com"},
 			OAuthBase:   "https://open.weixin.qq.com",
 			Timeout:     Duration(5 * time.Second),
-			TokenAPI:    "stable",
+			TokenAPI:    oauth.TokenAPIStable,
 		},
 		OAuth: OAuthConfig{
-			Scope:         "snsapi_userinfo",
+			Scope:         oauth.ScopeUserInfo,
 			SessionCookie: "wxappliance_session",
 			CookiePath:    "/",
 			SessionTTL:    Duration(30 * 24 * time.Hour),
@@ -248,14 +244,14 @@ func (c *Config) applySandboxDefaults() {
 		return
 	}
 	if c.WeChat.AppID == "" {
-		c.WeChat.AppID = SandboxAppID
+		c.WeChat.AppID = sandbox.DefaultAppID
 	}
 	if c.WeChat.AppSecret == "" {
-		c.WeChat.AppSecret = SandboxAppSecret
+		c.WeChat.AppSecret = sandbox.DefaultAppSecret
 	}
 	if c.Callback.Token == "" && c.Callback.EncodingAESKey == "" {
 		// So /sandbox/push works out of the box, in safe mode.
-		c.Callback.Token, c.Callback.EncodingAESKey = SandboxCallbackToken, SandboxEncodingAESKey
+		c.Callback.Token, c.Callback.EncodingAESKey = sandbox.DefaultCallbackToken, sandbox.DefaultEncodingAESKey
 	}
 }
 
@@ -346,7 +342,7 @@ func (c *Config) validateWeChat(bad func(key, format string, args ...any)) {
 	if err := checkHTTPURL(w.OAuthBase); err != nil {
 		bad("wechat.oauth_base", "%v", err)
 	}
-	if w.TokenAPI != "stable" && w.TokenAPI != "token" {
+	if w.TokenAPI != oauth.TokenAPIStable && w.TokenAPI != oauth.TokenAPIToken {
 		bad("wechat.token_api", "want \"stable\" or \"token\", got %q", w.TokenAPI)
 	}
 }
@@ -366,7 +362,7 @@ func (c *Config) validateOAuth(bad func(key, format string, args ...any)) {
 			bad(fmt.Sprintf("jssdk.allowed_hosts[%d]", i), "%v", err)
 		}
 	}
-	if o.Scope != "snsapi_base" && o.Scope != "snsapi_userinfo" {
+	if o.Scope != oauth.ScopeBase && o.Scope != oauth.ScopeUserInfo {
 		bad("oauth.scope", "want \"snsapi_base\" or \"snsapi_userinfo\", got %q", o.Scope)
 	}
 	if !validCookieName(o.SessionCookie) {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"wxappliance/appliance/sandbox"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -24,7 +26,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cfg.WeChat.Sandbox || cfg.WeChat.AppID != SandboxAppID || cfg.WeChat.AppSecret != SandboxAppSecret {
+	if !cfg.WeChat.Sandbox || cfg.WeChat.AppID != sandbox.DefaultAppID || cfg.WeChat.AppSecret != sandbox.DefaultAppSecret {
 		t.Fatalf("example is not a runnable sandbox config: %+v", cfg.WeChat)
 	}
 	if cfg.WeChat.Timeout.D() != 5*time.Second || cfg.OAuth.SessionTTL.D() != 720*time.Hour {
@@ -103,6 +105,29 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 				t.Fatalf("error %q does not name %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// Sizes are one type: a number of bytes as before, or a string with a unit.
+func TestConfigSizes(t *testing.T) {
+	for _, tt := range []struct {
+		body string
+		want ByteSize
+	}{
+		{"max_body_bytes = 2048\n[media]\nmax_bytes = 4096", 2048},
+		{"max_body_bytes = \"2KiB\"\n[media]\nmax_bytes = \"4KiB\"", 2048},
+	} {
+		cfg, err := LoadConfig(writeConfig(t, "[server]\n"+tt.body+"\n[wechat]\nsandbox = true\n[oauth]\nallowed_return_hosts = [\"a.com\"]\n"), noEnv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Server.MaxBodyBytes != tt.want || cfg.Media.MaxBytes != 2*tt.want {
+			t.Fatalf("%q: max_body_bytes %d, media.max_bytes %d", tt.body, cfg.Server.MaxBodyBytes, cfg.Media.MaxBytes)
+		}
+	}
+	_, err := LoadConfig(writeConfig(t, "[wechat]\nsandbox = true\n[media]\nmax_bytes = \"10 lots\"\n"), noEnv)
+	if err == nil || !strings.Contains(err.Error(), "media.max_bytes") {
+		t.Fatalf("bad size: %v", err)
 	}
 }
 

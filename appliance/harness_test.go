@@ -326,8 +326,8 @@ func sandboxConfig(t testing.TB) appliance.Config {
 	cfg.Server.Listen = "127.0.0.1:0"
 	cfg.Storage.Dir = t.TempDir()
 	cfg.WeChat.Sandbox = true
-	cfg.WeChat.AppID = appliance.SandboxAppID
-	cfg.WeChat.AppSecret = appliance.SandboxAppSecret
+	cfg.WeChat.AppID = sandbox.DefaultAppID
+	cfg.WeChat.AppSecret = sandbox.DefaultAppSecret
 	cfg.OAuth.AllowedReturnHosts = []string{"127.0.0.1"}
 	return cfg
 }

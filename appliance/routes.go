@@ -42,7 +42,7 @@ func (a *Appliance) routes() http.Handler {
 
 	var h http.Handler = mux
 	h = cors(a.cfg.CORS.AllowedOrigins, h)
-	h = limitBodies(a.cfg.Server.MaxBodyBytes, h)
+	h = limitBodies(int64(a.cfg.Server.MaxBodyBytes), h)
 	h = accessLog(a.log, h)
 	return recoverPanics(a.log, h)
 }

@@ -27,7 +27,7 @@ func (a *Appliance) buildRPC() error {
 		// The same deadlines as the browser routes.
 		CallTimeout:  a.cfg.WeChat.Timeout.D(),
 		MediaTimeout: a.cfg.Media.Timeout.D(),
-		ReadLimit:    a.cfg.Server.MaxBodyBytes,
+		ReadLimit:    int64(a.cfg.Server.MaxBodyBytes),
 		Logger:       a.log.With("component", "rpc"),
 	})
 	if err != nil {

@@ -107,8 +107,8 @@ func TestSecondProcessOnSameDataDir(t *testing.T) {
 	cfg := appliance.DefaultConfig()
 	cfg.Storage.Dir = dir
 	cfg.WeChat.Sandbox = true
-	cfg.WeChat.AppID = appliance.SandboxAppID
-	cfg.WeChat.AppSecret = appliance.SandboxAppSecret
+	cfg.WeChat.AppID = sandbox.DefaultAppID
+	cfg.WeChat.AppSecret = sandbox.DefaultAppSecret
 	cfg.OAuth.AllowedReturnHosts = []string{"127.0.0.1"}
 	_, err = appliance.New(cfg, appliance.Options{})
 	if err == nil || !strings.Contains(err.Error(), "in use by another process") || !strings.Contains(err.Error(), dir) {

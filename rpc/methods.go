@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -185,9 +186,9 @@ func (s *Server) tokenInvalidate(ctx context.Context, _ *conn, raw json.RawMessa
 	return newTokenResult(tok.Value, tok.ExpiresAt), nil
 }
 
-// decodeParams decodes the params object into v, refusing members v does
-// not have (a misspelt name fails loudly instead of being ignored), then
-// runs checks.
+// decodeParams decodes the params object into v, a pointer to a struct,
+// refusing members v does not have (a misspelt name fails loudly instead of
+// being ignored), then runs checks.
 func decodeParams(raw json.RawMessage, v any, checks ...func() error) error {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
@@ -196,15 +197,16 @@ func decodeParams(raw json.RawMessage, v any, checks ...func() error) error {
 	if raw[0] != '{' {
 		return invalidParams("params必须是JSON对象", nil)
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &typeErr):
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &members); err != nil {
+		return invalidParams("params无效", err)
+	}
+	if name, ok := unknownMember(members, v); ok {
+		return invalidParams(fmt.Sprintf("未知参数%q", name), nil)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		if typeErr, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
 			return invalidParams(fmt.Sprintf("参数%s的类型应为%s", typeErr.Field, jsonKind(typeErr.Type.Kind().String())), err)
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			return invalidParams("未知参数"+strings.TrimPrefix(err.Error(), "json: unknown field "), err)
 		}
 		return invalidParams("params无效", err)
 	}
@@ -214,6 +216,28 @@ func decodeParams(raw json.RawMessage, v any, checks ...func() error) error {
 		}
 	}
 	return nil
+}
+
+// unknownMember returns a member of the params object that no field of the
+// struct v points to takes, matching names as encoding/json does (the tag,
+// else the field name, case-insensitively).
+func unknownMember(members map[string]json.RawMessage, v any) (string, bool) {
+	t := reflect.TypeOf(v).Elem()
+	for name := range members {
+		known := false
+		for i := 0; i < t.NumField() && !known; i++ {
+			f := t.Field(i)
+			tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if tag == "" {
+				tag = f.Name
+			}
+			known = f.IsExported() && tag != "-" && strings.EqualFold(tag, name)
+		}
+		if !known {
+			return name, true
+		}
+	}
+	return "", false
 }
 
 // required checks that the string member name was given and not empty.

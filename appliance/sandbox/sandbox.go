@@ -22,10 +22,14 @@ import (
 	"time"
 )
 
-// Default credentials, used when Options leaves them empty.
+// Default credentials, used when Options leaves them empty; in sandbox
+// mode the appliance's config defaults to them, so the example config runs
+// as it is.
 const (
-	DefaultAppID     = "wxsandbox00000000"
-	DefaultAppSecret = "sandbox-secret"
+	DefaultAppID          = "wxsandbox00000000"
+	DefaultAppSecret      = "sandbox-secret"
+	DefaultCallbackToken  = "sandboxtoken"
+	DefaultEncodingAESKey = "SandboxEncodingAESKey0123456789abcdefghijkl"
 )
 
 // Lifetimes WeChat documents.

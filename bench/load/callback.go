@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"wxappliance/appliance"
+	"wxappliance/appliance/sandbox"
 	"wxappliance/callback"
 )
 
@@ -19,7 +19,7 @@ import (
 // decrypted, deduped, matched against a keyword rule and answered with an
 // encrypted reply, never served from the dedupe store.
 func callbackScenario(base string) (scenario, error) {
-	crypter, err := callback.NewCrypter(appliance.SandboxEncodingAESKey, appliance.SandboxAppID)
+	crypter, err := callback.NewCrypter(sandbox.DefaultEncodingAESKey, sandbox.DefaultAppID)
 	if err != nil {
 		return scenario{}, err
 	}
@@ -38,12 +38,12 @@ func callbackScenario(base string) (scenario, error) {
 			ts := strconv.FormatInt(time.Now().Unix(), 10)
 			nonce := strconv.FormatInt(id%1_000_000_000, 10)
 			q := url.Values{
-				"signature":     {callback.Signature(appliance.SandboxCallbackToken, ts, nonce)},
+				"signature":     {callback.Signature(sandbox.DefaultCallbackToken, ts, nonce)},
 				"timestamp":     {ts},
 				"nonce":         {nonce},
 				"openid":        {"oSBX_zhangsan"},
 				"encrypt_type":  {"aes"},
-				"msg_signature": {callback.Signature(appliance.SandboxCallbackToken, ts, nonce, encrypt)},
+				"msg_signature": {callback.Signature(sandbox.DefaultCallbackToken, ts, nonce, encrypt)},
 			}
 			body := `<xml><ToUserName><![CDATA[gh_sandbox000000]]></ToUserName><Encrypt><![CDATA[` + encrypt + `]]></Encrypt></xml>`
 			req, err := http.NewRequest(http.MethodPost, base+"/callback?"+q.Encode(), strings.NewReader(body))
