@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"time"
 
 	"wxappliance/appliance"
 	"wxappliance/kv"
@@ -71,13 +72,19 @@ func backupTo(ctx context.Context, cfg appliance.Config, w io.Writer) (online bo
 	if terr != nil {
 		return false, fmt.Errorf("%w; and no admin token to ask the running appliance: %w", err, terr)
 	}
-	url := "http://" + appliance.LoopbackAddr(cfg.Server.Listen) + "/admin/backup"
+	if cfg.Server.AdminListen == "" {
+		return false, fmt.Errorf("%w; the running appliance has no admin listener (server.admin_listen is empty) to take an online backup through: set it, or stop the appliance for an offline backup", err)
+	}
+	url := "http://" + appliance.LoopbackAddr(cfg.Server.AdminListen) + "/admin/backup"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return true, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	// The backup streams for as long as it takes, but a wedged appliance
+	// must not hang the command before the first byte.
+	client := &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 30 * time.Second}}
+	resp, err := client.Do(req)
 	if err != nil {
 		return true, fmt.Errorf("asking the running appliance at %s: %w", url, err)
 	}

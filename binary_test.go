@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -58,14 +59,20 @@ func freePort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// writeConfig writes a sandbox config for addr and dir.
-func writeSandboxConfig(t *testing.T, addr, dir string) string {
+// writeSandboxConfig writes a sandbox config for addr and dir, with server
+// lines added to [server]. The admin listener is off unless they set it, so
+// that tests running side by side do not fight over its port.
+func writeSandboxConfig(t *testing.T, addr, dir string, server ...string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.toml")
+	if !strings.Contains(strings.Join(server, "\n"), "admin_listen") {
+		server = append(server, `admin_listen = ""`)
+	}
 	cfg := fmt.Sprintf(`[server]
 listen = %q
 log_level = "warn"
 shutdown_timeout = "3s"
+`+strings.Join(server, "\n")+`
 [storage]
 dir = %q
 [wechat]

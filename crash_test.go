@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -108,8 +109,8 @@ func TestSecondBinaryOnSameDataDir(t *testing.T) {
 
 func TestBackupRestoreRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	addr := freePort(t)
-	config := writeSandboxConfig(t, addr, dir)
+	addr, admin := freePort(t), freePort(t)
+	config := writeSandboxConfig(t, addr, dir, fmt.Sprintf("admin_listen = %q", admin))
 	p := start(t, config, addr)
 	id, err := login(p.base, "oSBX_xiaoming")
 	if err != nil {
@@ -122,11 +123,35 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if err != nil || !strings.Contains(out, "online") {
 		t.Fatalf("online backup: %v\n%s", err, out)
 	}
-	// A wrong admin token is refused.
-	req, _ := http.NewRequest(http.MethodGet, p.base+"/admin/backup", nil)
-	req.Header.Set("Authorization", "Bearer not-the-token")
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("admin/backup with a wrong token: %v %v", err, resp)
+	if info, err := os.Stat(online); err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("backup file: %v %v, want mode 0600: it holds every user's tokens", info.Mode(), err)
+	}
+	// The backup is on the admin listener only, and needs the admin token.
+	token, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		base, token string
+		want        int
+	}{
+		{p.base, string(token), http.StatusNotFound},
+		{"http://" + admin, "not-the-token", http.StatusUnauthorized},
+		{"http://" + admin, "", http.StatusUnauthorized},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, tt.base+"/admin/backup", nil)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(tt.token))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != tt.want {
+			t.Fatalf("%s/admin/backup: %v %v, want %d", tt.base, err, resp, tt.want)
+		}
+		resp.Body.Close()
+	}
+	// Without an admin listener there is no online backup, and the error
+	// says what to do.
+	noAdmin := writeSandboxConfig(t, addr, dir)
+	if out, err := execOutput(binary(t), "backup", "-config", noAdmin, "-o", filepath.Join(t.TempDir(), "x")); err == nil || !strings.Contains(out, "admin_listen") {
+		t.Fatalf("backup without admin listener: %v\n%s", err, out)
 	}
 
 	// Graceful stop removes the admin token; an offline backup then reads

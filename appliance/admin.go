@@ -16,10 +16,15 @@ import (
 	"wxappliance/oauth"
 )
 
+// The admin listener (server.admin_listen, loopback by default) serves
+// what is for the operator and never for the public: backups, which hold
+// every user's WeChat tokens. The public listener answers 404 there.
+
 // AdminTokenFile is the file in storage.dir holding the token that
 // authorizes /admin/backup. It is written at start with mode 0600 and
 // removed at shutdown: whoever may read the data directory may take a
-// backup of it, and nobody else.
+// backup of it, and nobody else, even on the admin listener, which any
+// local user can reach.
 const AdminTokenFile = "admin.token"
 
 // backuper is what /admin/backup needs from the store.
@@ -44,6 +49,16 @@ func ReadAdminToken(dir string) (string, error) {
 		return "", err
 	}
 	return strings.TrimSpace(string(data)), nil
+}
+
+// AdminHandler serves the admin listener.
+func (a *Appliance) AdminHandler() http.Handler { return a.adminHandler }
+
+func (a *Appliance) adminRoutes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /admin/backup", a.adminBackup)
+	mux.HandleFunc("/", notFound)
+	return recoverPanics(a.log, accessLog(a.log, mux))
 }
 
 // adminBackup streams an online backup of the store.

@@ -35,19 +35,20 @@ type Options struct {
 
 // Appliance is the running product: services, routes and background work.
 type Appliance struct {
-	cfg       Config
-	log       *slog.Logger
-	store     kv.Store
-	ownsStore bool
-	app       *oauth.App
-	web       *oauth.Web
-	sessions  *oauth.Sessions
-	jssdk     *jssdk.Service
-	media     *media.Service
-	callback  *callback.Service // nil when callback.token is empty
-	sandbox   *sandbox.Sandbox
-	rpc       *rpc.Server
-	handler   http.Handler
+	cfg          Config
+	log          *slog.Logger
+	store        kv.Store
+	ownsStore    bool
+	app          *oauth.App
+	web          *oauth.Web
+	sessions     *oauth.Sessions
+	jssdk        *jssdk.Service
+	media        *media.Service
+	callback     *callback.Service // nil when callback.token is empty
+	sandbox      *sandbox.Sandbox
+	rpc          *rpc.Server
+	handler      http.Handler // the public listener's
+	adminHandler http.Handler
 
 	allowedReturn func(host string) bool
 	secureCookies bool
@@ -139,6 +140,7 @@ func (a *Appliance) build(opts Options) error {
 		return err
 	}
 	a.handler = a.routes()
+	a.adminHandler = a.adminRoutes()
 	return nil
 }
 

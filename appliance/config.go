@@ -35,6 +35,7 @@ type Config struct {
 
 type ServerConfig struct {
 	Listen            string   `toml:"listen"`
+	AdminListen       string   `toml:"admin_listen"`
 	BaseURL           string   `toml:"base_url"`
 	LogFormat         string   `toml:"log_format"`
 	LogLevel          string   `toml:"log_level"`
@@ -114,6 +115,7 @@ func DefaultConfig() Config {
 	return Config{
 		Server: ServerConfig{
 			Listen:            "127.0.0.1:8080",
+			AdminListen:       "127.0.0.1:8081",
 			LogFormat:         "text",
 			LogLevel:          "info",
 			ReadHeaderTimeout: Duration(5 * time.Second),
@@ -263,6 +265,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
 
+	if _, _, err := net.SplitHostPort(c.Server.AdminListen); c.Server.AdminListen != "" && err != nil {
+		bad("server.admin_listen", "want host:port, or \"\" for no admin listener, got %q", c.Server.AdminListen)
+	}
+	if c.Server.AdminListen != "" && c.Server.AdminListen == c.Server.Listen && !strings.HasSuffix(c.Server.Listen, ":0") {
+		bad("server.admin_listen", "must differ from server.listen, whose routes are public")
+	}
 	if _, _, err := net.SplitHostPort(c.Server.Listen); err != nil {
 		bad("server.listen", "want host:port, got %q", c.Server.Listen)
 	}

@@ -324,6 +324,7 @@ func locationParam(t *testing.T, resp *response, key string) string {
 func sandboxConfig(t testing.TB) appliance.Config {
 	cfg := appliance.DefaultConfig()
 	cfg.Server.Listen = "127.0.0.1:0"
+	cfg.Server.AdminListen = "127.0.0.1:0"
 	cfg.Storage.Dir = t.TempDir()
 	cfg.WeChat.Sandbox = true
 	cfg.WeChat.AppID = sandbox.DefaultAppID

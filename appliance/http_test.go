@@ -2,6 +2,7 @@ package appliance_test
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -107,5 +108,27 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 		if strings.Contains(logs, s) {
 			t.Errorf("log contains the %s", what)
 		}
+	}
+}
+
+// Backups hold every user's tokens: they are served on the admin listener
+// only, never on the public one (where a documented nginx prefix would
+// expose them).
+func TestAdminRoutesAreNotPublic(t *testing.T) {
+	h := newHarness(t)
+	for _, path := range []string{"/admin/backup", "/admin/"} {
+		if st, _ := h.browser().get(path).envelope(t); st != http.StatusNotFound {
+			t.Fatalf("public %s: %d, want 404", path, st)
+		}
+	}
+	admin := httptest.NewServer(h.app.AdminHandler())
+	defer admin.Close()
+	resp, err := http.Get(admin.URL + "/admin/backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("admin /admin/backup without a token: %d, want 401", resp.StatusCode)
 	}
 }

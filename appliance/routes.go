@@ -33,7 +33,6 @@ func (a *Appliance) routes() http.Handler {
 	}
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)
-	mux.HandleFunc("GET /admin/backup", a.adminBackup)
 	a.callbackRoutes(mux) // callback.path (GET, POST) and /MP_verify_*.txt; see callback.go
 	if a.sandbox != nil {
 		mux.Handle("/sandbox/", http.StripPrefix("/sandbox", a.sandbox))
