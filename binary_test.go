@@ -59,12 +59,19 @@ func freePort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// writeSandboxConfig writes a sandbox config for addr and dir, with server
-// lines added to [server]. The admin listener is off unless they set it, so
-// that tests running side by side do not fight over its port.
-func writeSandboxConfig(t *testing.T, addr, dir string, server ...string) string {
+// configLines are lines added to a table of the test config.
+type configLines struct{ server, oauth []string }
+
+// writeSandboxConfig writes a sandbox config for addr and dir, with extra
+// lines. The admin listener is off unless they set it, so that tests
+// running side by side do not fight over its port.
+func writeSandboxConfig(t *testing.T, addr, dir string, extra ...configLines) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.toml")
+	var server, oauth []string
+	for _, e := range extra {
+		server, oauth = append(server, e.server...), append(oauth, e.oauth...)
+	}
 	if !strings.Contains(strings.Join(server, "\n"), "admin_listen") {
 		server = append(server, `admin_listen = ""`)
 	}
@@ -79,7 +86,7 @@ dir = %q
 sandbox = true
 [oauth]
 allowed_return_hosts = ["127.0.0.1"]
-`, addr, dir)
+`+strings.Join(oauth, "\n")+"\n", addr, dir)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,8 @@ func TestCrashKeepsSessionsAndToken(t *testing.T) {
 	}
 	dir := filepath.Join(t.TempDir(), "data")
 	addr := freePort(t)
-	config := writeSandboxConfig(t, addr, dir)
+	// Eight browsers log in from one address as fast as they can.
+	config := writeSandboxConfig(t, addr, dir, configLines{oauth: []string{"login_rate = 0"}})
 
 	type session struct{ id, openid string }
 	var (
@@ -110,7 +111,7 @@ func TestSecondBinaryOnSameDataDir(t *testing.T) {
 func TestBackupRestoreRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	addr, admin := freePort(t), freePort(t)
-	config := writeSandboxConfig(t, addr, dir, fmt.Sprintf("admin_listen = %q", admin))
+	config := writeSandboxConfig(t, addr, dir, configLines{server: []string{fmt.Sprintf("admin_listen = %q", admin)}})
 	p := start(t, config, addr)
 	id, err := login(p.base, "oSBX_xiaoming")
 	if err != nil {

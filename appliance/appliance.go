@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -50,9 +51,11 @@ type Appliance struct {
 	handler      http.Handler // the public listener's
 	adminHandler http.Handler
 
-	allowedReturn func(host string) bool
-	secureCookies bool
-	adminToken    string
+	limiter        *limiter // nil: no per-client limit
+	trustedProxies []netip.Prefix
+	allowedReturn  func(host string) bool
+	secureCookies  bool
+	adminToken     string
 
 	stopBackground context.CancelFunc
 	background     sync.WaitGroup
@@ -105,12 +108,17 @@ func (a *Appliance) build(opts Options) error {
 	})
 	a.web = oauth.NewWeb(client, a.cfg.WeChat.AppID, a.cfg.WeChat.AppSecret, a.cfg.WeChat.OAuthBase, opts.Now)
 	a.sessions = oauth.NewSessions(a.store, a.web, oauth.SessionConfig{
-		TTL:    a.cfg.OAuth.SessionTTL.D(),
-		Now:    opts.Now,
-		Logger: a.log.With("component", "sessions"),
+		TTL:              a.cfg.OAuth.SessionTTL.D(),
+		MaxPendingLogins: a.cfg.OAuth.MaxPendingLogins,
+		Now:              opts.Now,
+		Logger:           a.log.With("component", "sessions"),
 	})
 	a.media = media.New(a.app, media.Options{MaxBytes: int64(a.cfg.Media.MaxBytes), Timeout: a.cfg.Media.Timeout.D()})
 	a.allowedReturn = hostMatcher(a.cfg.OAuth.AllowedReturnHosts)
+	a.limiter = newLimiter(a.cfg.OAuth.LoginRate, a.cfg.OAuth.LoginBurst, opts.Now)
+	if a.trustedProxies, err = parseProxies(a.cfg.Server.TrustedProxies); err != nil {
+		return err
+	}
 	a.secureCookies = strings.HasPrefix(a.cfg.Server.BaseURL, "https://")
 	jssdkHosts := a.cfg.JSSDK.AllowedHosts
 	if len(jssdkHosts) == 0 {

@@ -3,8 +3,10 @@ package appliance_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -517,5 +519,56 @@ func TestCookiesFollowConfig(t *testing.T) {
 	openid := b.get("/auth/user/openid", "Cookie", "hemc_sid="+sess.Value)
 	if openid.json(t)["openid"] != sandbox.OpenIDZhangsan {
 		t.Fatalf("openid %s", openid.body)
+	}
+}
+
+// An anonymous client can make /auth store only so many login states: over
+// oauth.login_burst it gets 429 in the envelope with Retry-After, while
+// another client logs in as usual.
+func TestAuthLimitedPerClient(t *testing.T) {
+	h := newHarness(t, func(c *appliance.Config) { c.OAuth.LoginRate, c.OAuth.LoginBurst = 60, 5 })
+	flood := h.browser()
+	start := "/auth?state=" + url.QueryEscape(returnPage)
+	for i := range 5 {
+		if resp := flood.get(start, "X-Forwarded-For", "203.0.113.66"); resp.StatusCode != http.StatusFound {
+			t.Fatalf("request %d within the burst: %d", i, resp.StatusCode)
+		}
+	}
+	over := flood.get(start, "X-Forwarded-For", "203.0.113.66")
+	if st, msg := over.envelope(t); st != http.StatusTooManyRequests || msg != "请求过于频繁，请稍后再试" {
+		t.Fatalf("over the limit: %d %q", st, msg)
+	}
+	if ra, err := strconv.Atoi(over.Header.Get("Retry-After")); err != nil || ra < 1 {
+		t.Fatalf("Retry-After %q", over.Header.Get("Retry-After"))
+	}
+	// The client's own X-Forwarded-For entries are not believed: nginx
+	// (a trusted proxy) appends the real address last.
+	spoof := flood.get(start, "X-Forwarded-For", "198.51.100.1, 203.0.113.66")
+	if spoof.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("spoofed header: %d", spoof.StatusCode)
+	}
+	// Another client (this test's own address, 127.0.0.1) logs in.
+	other := h.browser()
+	other.mustLogin(sandbox.OpenIDZhangsan)
+}
+
+// However many clients ask, at most oauth.max_pending_logins login states
+// are stored: beyond it /auth answers 503.
+func TestAuthPendingLoginsCapped(t *testing.T) {
+	h := newHarness(t, func(c *appliance.Config) { c.OAuth.MaxPendingLogins = 3 })
+	start := "/auth?state=" + url.QueryEscape(returnPage)
+	for i := range 3 {
+		if resp := h.browser().get(start, "X-Forwarded-For", fmt.Sprintf("203.0.113.%d", i)); resp.StatusCode != http.StatusFound {
+			t.Fatalf("login %d: %d", i, resp.StatusCode)
+		}
+	}
+	resp := h.browser().get(start, "X-Forwarded-For", "203.0.113.99")
+	if st, msg := resp.envelope(t); st != http.StatusServiceUnavailable || msg != "登录请求过多，请稍后重试" {
+		t.Fatalf("over the cap: %d %q", st, msg)
+	}
+	// The window moves on: ten minutes later logins start again.
+	h.clock.Advance(11 * time.Minute)
+	if resp := h.browser().get(start); resp.StatusCode != http.StatusFound {
+		t.Fatalf("after the window: %d", resp.StatusCode)
 	}
 }

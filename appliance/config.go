@@ -36,6 +36,7 @@ type Config struct {
 type ServerConfig struct {
 	Listen            string   `toml:"listen"`
 	AdminListen       string   `toml:"admin_listen"`
+	TrustedProxies    []string `toml:"trusted_proxies"`
 	BaseURL           string   `toml:"base_url"`
 	LogFormat         string   `toml:"log_format"`
 	LogLevel          string   `toml:"log_level"`
@@ -70,6 +71,11 @@ type OAuthConfig struct {
 	SessionCookie      string   `toml:"session_cookie"`
 	CookiePath         string   `toml:"cookie_path"`
 	SessionTTL         Duration `toml:"session_ttl"`
+	// LoginRate and LoginBurst limit /auth and /auth/code per client:
+	// LoginBurst at once, then LoginRate a minute. LoginRate 0 is no limit.
+	LoginRate        int `toml:"login_rate"`
+	LoginBurst       int `toml:"login_burst"`
+	MaxPendingLogins int `toml:"max_pending_logins"`
 }
 
 type JSSDKConfig struct {
@@ -116,6 +122,7 @@ func DefaultConfig() Config {
 		Server: ServerConfig{
 			Listen:            "127.0.0.1:8080",
 			AdminListen:       "127.0.0.1:8081",
+			TrustedProxies:    []string{"127.0.0.1", "::1"},
 			LogFormat:         "text",
 			LogLevel:          "info",
 			ReadHeaderTimeout: Duration(5 * time.Second),
@@ -140,6 +147,11 @@ func DefaultConfig() Config {
 			SessionCookie: "wxappliance_session",
 			CookiePath:    "/",
 			SessionTTL:    Duration(30 * 24 * time.Hour),
+			// A login is two requests; a class behind one campus NAT
+			// logging in together needs room.
+			LoginRate:        60,
+			LoginBurst:       60,
+			MaxPendingLogins: oauth.DefaultMaxPendingLogins,
 		},
 		Media:    MediaConfig{MaxBytes: 10 << 20, Timeout: Duration(30 * time.Second)},
 		Callback: CallbackConfig{Path: "/callback", ReplyTimeout: Duration(callback.DefaultReplyTimeout), TimestampWindow: Duration(callback.DefaultTimestampWindow)},
@@ -271,6 +283,9 @@ func (c *Config) Validate() error {
 	if c.Server.AdminListen != "" && c.Server.AdminListen == c.Server.Listen && !strings.HasSuffix(c.Server.Listen, ":0") {
 		bad("server.admin_listen", "must differ from server.listen, whose routes are public")
 	}
+	if _, err := parseProxies(c.Server.TrustedProxies); err != nil {
+		bad("server.trusted_proxies", "want IP addresses or CIDR prefixes such as \"10.0.0.0/8\": %v", err)
+	}
 	if _, _, err := net.SplitHostPort(c.Server.Listen); err != nil {
 		bad("server.listen", "want host:port, got %q", c.Server.Listen)
 	}
@@ -372,6 +387,15 @@ func (c *Config) validateOAuth(bad func(key, format string, args ...any)) {
 	}
 	if o.Scope != oauth.ScopeBase && o.Scope != oauth.ScopeUserInfo {
 		bad("oauth.scope", "want \"snsapi_base\" or \"snsapi_userinfo\", got %q", o.Scope)
+	}
+	if o.LoginRate < 0 {
+		bad("oauth.login_rate", "must be 0 (no limit) or a number of requests a minute, got %d", o.LoginRate)
+	}
+	if o.LoginRate > 0 && o.LoginBurst < 1 {
+		bad("oauth.login_burst", "must be at least 1, got %d", o.LoginBurst)
+	}
+	if o.MaxPendingLogins < 1 {
+		bad("oauth.max_pending_logins", "must be at least 1, got %d", o.MaxPendingLogins)
 	}
 	if !validCookieName(o.SessionCookie) {
 		bad("oauth.session_cookie", "%q is not a valid cookie name", o.SessionCookie)

@@ -9,13 +9,19 @@ import (
 
 var errBadReturnURL = errors.New("return url refused")
 
+// maxReturnURL bounds the page a login returns to, which is stored for ten
+// minutes by every anonymous /auth: 2 KiB holds any real page address
+// (browsers and proxies have long capped URLs near it) and halves what a
+// flood can make the store hold.
+const maxReturnURL = 2048
+
 // checkReturnURL accepts raw only if it is an absolute http(s) URL on an
 // allowed host, and returns it unchanged. It is strict where browsers are
 // lenient: "//evil", "/\evil", "https:evil", "https:/evil", user@host,
 // backslashes, control characters and percent-encoded CR/LF are refused
 // before any parsing, so no reading of the URL can find another host in it.
 func checkReturnURL(raw string, allowed func(host string) bool) (string, error) {
-	if raw == "" || len(raw) > 4096 {
+	if raw == "" || len(raw) > maxReturnURL {
 		return "", errBadReturnURL
 	}
 	for i := 0; i < len(raw); i++ {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"wxappliance/kv"
@@ -23,6 +24,10 @@ var (
 	ErrBadLoginState     = errors.New("oauth: login state unknown, expired, already used or started in another browser")
 	ErrBadTicket         = errors.New("oauth: login ticket unknown, expired or already used")
 	ErrNotSubscribed     = errors.New("oauth: the user does not follow the account")
+	// ErrTooManyLogins means SessionConfig.MaxPendingLogins logins were
+	// begun within LoginStateTTL: the store holds at most that many login
+	// states, however many clients ask.
+	ErrTooManyLogins = errors.New("oauth: too many logins under way")
 )
 
 // Lifetimes of the short-lived login records.
@@ -88,20 +93,28 @@ type Login struct {
 
 // SessionConfig configures Sessions.
 type SessionConfig struct {
-	TTL    time.Duration // how long a login lasts
-	Now    func() time.Time
-	Logger *slog.Logger
+	TTL time.Duration // how long a login lasts
+	// MaxPendingLogins bounds the login states stored at once: logins begun
+	// within LoginStateTTL. Zero means DefaultMaxPendingLogins.
+	MaxPendingLogins int
+	Now              func() time.Time
+	Logger           *slog.Logger
 }
 
 // Sessions keeps logins, the login states between /auth and /auth/code, and
 // one-time login tickets.
 type Sessions struct {
-	store kv.Store
-	web   *Web
-	ttl   time.Duration
-	now   func() time.Time
-	log   *slog.Logger
+	store   kv.Store
+	web     *Web
+	ttl     time.Duration
+	now     func() time.Time
+	log     *slog.Logger
+	pending loginWindow
 }
+
+// DefaultMaxPendingLogins is ten thousand logins per ten minutes: a campus
+// event's worth, and at most about 25 MB of login states.
+const DefaultMaxPendingLogins = 10000
 
 // NewSessions returns Sessions stored in store, refreshing user tokens with web.
 func NewSessions(store kv.Store, web *Web, cfg SessionConfig) *Sessions {
@@ -111,7 +124,11 @@ func NewSessions(store kv.Store, web *Web, cfg SessionConfig) *Sessions {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Sessions{store: store, web: web, ttl: cfg.TTL, now: cfg.Now, log: cfg.Logger}
+	if cfg.MaxPendingLogins <= 0 {
+		cfg.MaxPendingLogins = DefaultMaxPendingLogins
+	}
+	return &Sessions{store: store, web: web, ttl: cfg.TTL, now: cfg.Now, log: cfg.Logger,
+		pending: loginWindow{max: cfg.MaxPendingLogins}}
 }
 
 // NewSecret returns a random id for a session, nonce, ticket or browser
@@ -269,6 +286,9 @@ func (s *Sessions) BeginLogin(ctx context.Context, binding string, req LoginRequ
 	if !ValidSecret(binding) {
 		return "", errors.New("oauth: bad browser binding")
 	}
+	if !s.pending.add(s.now()) {
+		return "", ErrTooManyLogins
+	}
 	nonce := NewSecret()
 	data, err := json.Marshal(loginRecord{LoginRequest: req, BindingHash: hashKey("", binding)})
 	if err != nil {
@@ -382,4 +402,43 @@ func (s *Sessions) RedeemTicket(ctx context.Context, ticket string) (Login, erro
 		return Login{}, fmt.Errorf("%w: unreadable record", ErrBadTicket)
 	}
 	return l, nil
+}
+
+// loginWindow counts the logins begun in the last LoginStateTTL, in
+// one-minute buckets, which bounds the login states stored at once. It
+// counts per process: with several instances on one Redis, each has its own
+// bound.
+type loginWindow struct {
+	max     int
+	mu      sync.Mutex
+	buckets [loginWindowBuckets]struct {
+		minute int64
+		n      int
+	}
+}
+
+// One more bucket than LoginStateTTL has minutes: a state begun early in
+// the oldest minute may still be stored late in the current one.
+const loginWindowBuckets = int(LoginStateTTL/time.Minute) + 1
+
+// add counts one login begun at now, unless max are already counted.
+func (w *loginWindow) add(now time.Time) bool {
+	minute := now.Unix() / 60
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	total := 0
+	for i := range w.buckets {
+		if minute-w.buckets[i].minute < int64(loginWindowBuckets) {
+			total += w.buckets[i].n
+		}
+	}
+	if total >= w.max {
+		return false
+	}
+	b := &w.buckets[minute%int64(loginWindowBuckets)]
+	if b.minute != minute {
+		b.minute, b.n = minute, 0
+	}
+	b.n++
+	return true
 }

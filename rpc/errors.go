@@ -36,16 +36,17 @@ var codes = [...]struct {
 	code int64
 	msg  string
 }{
-	wire.Internal:    {CodeInternalError, "internal error"},
-	wire.Invalid:     {CodeInvalidParams, "invalid params"},
-	wire.BadInput:    {CodeBadInput, "bad input"},
-	wire.NotLoggedIn: {CodeNotLoggedIn, "not logged in"},
-	wire.Forbidden:   {CodeNotSubscribed, "not subscribed"},
-	wire.NotFound:    {CodeMethodNotFound, "method not found"},
-	wire.TooLarge:    {CodeTooLarge, "too large"},
-	wire.Busy:        {CodeBusy, "server busy"},
-	wire.Timeout:     {CodeTimeout, "wechat timeout"},
-	wire.WeChat:      {CodeWeChat, "wechat error"},
+	wire.Internal:        {CodeInternalError, "internal error"},
+	wire.Invalid:         {CodeInvalidParams, "invalid params"},
+	wire.BadInput:        {CodeBadInput, "bad input"},
+	wire.NotLoggedIn:     {CodeNotLoggedIn, "not logged in"},
+	wire.Forbidden:       {CodeNotSubscribed, "not subscribed"},
+	wire.NotFound:        {CodeMethodNotFound, "method not found"},
+	wire.TooLarge:        {CodeTooLarge, "too large"},
+	wire.TooManyRequests: {CodeBusy, "too many requests"},
+	wire.Busy:            {CodeBusy, "server busy"},
+	wire.Timeout:         {CodeTimeout, "wechat timeout"},
+	wire.WeChat:          {CodeWeChat, "wechat error"},
 }
 
 // ErrorData is the data member of every error object this server sends.

@@ -39,6 +39,8 @@ func TestEveryServiceErrorOnBothWires(t *testing.T) {
 		{"oauth.ErrNoSession", fmt.Errorf("%w: %w", oauth.ErrNoSession, api(oauth.CodeInvalidRefresh)), 401, CodeNotLoggedIn, wire.MsgNotLoggedIn},
 		{"oauth.ErrBadTicket", oauth.ErrBadTicket, 401, CodeNotLoggedIn, "登录票据无效、已过期或已使用"},
 		{"oauth.ErrNotSubscribed", oauth.ErrNotSubscribed, 403, CodeNotSubscribed, wire.MsgNotSubscribed},
+		{"oauth.ErrTooManyLogins", oauth.ErrTooManyLogins, 503, CodeBusy, "登录请求过多，请稍后重试"},
+		{"rate limited", wire.Errorf(wire.TooManyRequests, "请求过于频繁，请稍后再试", nil), 429, CodeBusy, "请求过于频繁，请稍后再试"},
 		{"oauth.ErrBadLoginState", oauth.ErrBadLoginState, 400, CodeBadInput, "登录状态无效或已过期，请重新登录"},
 		{"media.ErrBadID", media.ErrBadID, 400, CodeBadInput, wire.MsgBadMediaID},
 		{"media.ErrTooLarge", media.ErrTooLarge, 413, CodeTooLarge, "媒体文件超过大小上限"},

@@ -36,6 +36,7 @@ var table = []struct {
 	{is(oauth.ErrNoSession), NotLoggedIn, MsgNotLoggedIn},
 	{is(oauth.ErrBadTicket), NotLoggedIn, "登录票据无效、已过期或已使用"},
 	{is(oauth.ErrNotSubscribed), Forbidden, MsgNotSubscribed},
+	{is(oauth.ErrTooManyLogins), Busy, "登录请求过多，请稍后重试"},
 	{is(oauth.ErrBadLoginState), BadInput, "登录状态无效或已过期，请重新登录"},
 	{is(media.ErrBadID), BadInput, MsgBadMediaID},
 	{is(media.ErrTooLarge), TooLarge, "媒体文件超过大小上限"},

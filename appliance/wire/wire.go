@@ -40,6 +40,9 @@ const (
 	NotFound
 	// TooLarge means a body or a media file is over its limit.
 	TooLarge
+	// TooManyRequests means this caller sent more than its share; it may
+	// retry after a while.
+	TooManyRequests
 	// Busy means the appliance will not take the request now; the same
 	// request may succeed later.
 	Busy
@@ -52,15 +55,16 @@ const (
 )
 
 var statuses = [...]int{
-	Internal:    http.StatusInternalServerError,
-	Invalid:     http.StatusBadRequest,
-	BadInput:    http.StatusBadRequest,
-	NotLoggedIn: http.StatusUnauthorized,
-	Forbidden:   http.StatusForbidden,
-	NotFound:    http.StatusNotFound,
-	TooLarge:    http.StatusRequestEntityTooLarge,
-	Busy:        http.StatusServiceUnavailable,
-	Timeout:     http.StatusGatewayTimeout,
+	Internal:        http.StatusInternalServerError,
+	Invalid:         http.StatusBadRequest,
+	BadInput:        http.StatusBadRequest,
+	NotLoggedIn:     http.StatusUnauthorized,
+	Forbidden:       http.StatusForbidden,
+	NotFound:        http.StatusNotFound,
+	TooLarge:        http.StatusRequestEntityTooLarge,
+	TooManyRequests: http.StatusTooManyRequests,
+	Busy:            http.StatusServiceUnavailable,
+	Timeout:         http.StatusGatewayTimeout,
 	// The service this one replaces answered every server-side failure
 	// with 500, and frontends know only 400, 401, 403, 500 and 504.
 	WeChat: http.StatusInternalServerError,

@@ -288,6 +288,7 @@ func startAppliance(bin, work, logLevel string) (*proc, error) {
 	config := filepath.Join(work, "config.toml")
 	body := fmt.Sprintf(`[server]
 listen = %q
+admin_listen = ""
 log_level = %q
 [storage]
 dir = %q
@@ -295,6 +296,8 @@ dir = %q
 sandbox = true
 [oauth]
 allowed_return_hosts = ["127.0.0.1"]
+# The load logs in many browsers from one address.
+login_rate = 0
 [[callback.rules.keywords]]
 keyword = "帮助"
 content = "可以回复：帮助"
