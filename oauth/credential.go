@@ -89,17 +89,17 @@ type Credential struct {
 	opTTL    time.Duration
 	private  bool // nobody else publishes on the bus: the local copy is the store's
 
-	// sync orders reading or writing the store with adopting the result,
+	// turn orders reading or writing the store with adopting the result,
 	// so the local copy never goes back to an older record. A channel, not
 	// a mutex, so waiting for it honours ctx.
-	sync chan struct{}
+	turn chan struct{}
 
 	mu       sync.Mutex
 	cur      *Token
-	raw      []byte        // the stored record cur was read from or written as
-	live     bool          // a subscription keeps cur in step with the store
-	changed  chan struct{} // closed (and replaced) whenever cur changes
-	inflight map[string]*fetchCall
+	raw      []byte                // the stored record cur was read from or written as
+	live     bool                  // a subscription keeps cur in step with the store
+	changed  chan struct{}         // closed (and replaced) whenever cur changes
+	inflight map[string]*fetchCall // by need: "" due or missing, else the stale value
 	fetches  int
 }
 
@@ -140,7 +140,7 @@ func NewCredential(cfg CredentialConfig) *Credential {
 		leaseKey: cfg.Key + "/lease",
 		channel:  cfg.Key + "/changed",
 		leaseTTL: cfg.FetchTimeout + leaseSlack,
-		sync:     make(chan struct{}, 1),
+		turn:     make(chan struct{}, 1),
 		changed:  make(chan struct{}),
 		inflight: map[string]*fetchCall{},
 	}
@@ -388,10 +388,10 @@ func (c *Credential) fetch(ctx context.Context) (Token, time.Duration, error) {
 // when there is none or it is unreadable; raw is what is stored, if
 // anything, for a compare-and-swap to replace.
 func (c *Credential) load(ctx context.Context) (tok *Token, raw []byte, err error) {
-	if err := c.lockSync(ctx); err != nil {
+	if err := c.lockTurn(ctx); err != nil {
 		return nil, nil, fmt.Errorf("read %s: %w", c.cfg.Name, err)
 	}
-	defer c.unlockSync()
+	defer c.unlockTurn()
 	raw, err = c.cfg.Store.Get(ctx, c.cfg.Key)
 	switch {
 	case errors.Is(err, kv.ErrNotFound):
@@ -413,10 +413,10 @@ func (c *Credential) load(ctx context.Context) (tok *Token, raw []byte, err erro
 // write stores data in place of old (nil: only if nothing is stored) and
 // makes it the local copy when that worked.
 func (c *Credential) write(ctx context.Context, old, data []byte, ttl time.Duration) (bool, error) {
-	if err := c.lockSync(ctx); err != nil {
+	if err := c.lockTurn(ctx); err != nil {
 		return false, err
 	}
-	defer c.unlockSync()
+	defer c.unlockTurn()
 	var ok bool
 	var err error
 	if old == nil {
@@ -432,16 +432,16 @@ func (c *Credential) write(ctx context.Context, old, data []byte, ttl time.Durat
 	return ok, err
 }
 
-func (c *Credential) lockSync(ctx context.Context) error {
+func (c *Credential) lockTurn(ctx context.Context) error {
 	select {
-	case c.sync <- struct{}{}:
+	case c.turn <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-func (c *Credential) unlockSync() { <-c.sync }
+func (c *Credential) unlockTurn() { <-c.turn }
 
 // adopt makes raw the local copy and wakes local waiters if it changed.
 func (c *Credential) adopt(tok *Token, raw []byte) {

@@ -749,3 +749,84 @@ func TestClusterStoreUnavailable(t *testing.T) {
 		})
 	})
 }
+
+// pausingStore stops after its first read of the credential until told to
+// go on, holding an instance between reading the store and reaching for
+// the lease.
+type pausingStore struct {
+	kv.Store
+	once    sync.Once
+	paused  chan struct{}
+	proceed chan struct{}
+}
+
+func (s *pausingStore) Get(ctx context.Context, key string) ([]byte, error) {
+	v, err := s.Store.Get(ctx, key)
+	if key == credKey {
+		s.once.Do(func() {
+			close(s.paused)
+			<-s.proceed
+		})
+	}
+	return v, err
+}
+
+func TestClusterLeaseWinnerRereadsStore(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, join func() (kv.Store, kv.Bus)) {
+		up := &fakeUpstream{}
+		clock := newFakeClock()
+		a := cluster(t, join, 1, clock, up, false, nil)[0]
+		slow := &pausingStore{paused: make(chan struct{}), proceed: make(chan struct{})}
+		b := cluster(t, join, 1, clock, up, false, func(s kv.Store) kv.Store { slow.Store = s; return slow })[0]
+
+		result := make(chan oauth.Token, 1)
+		go func() {
+			tok, err := b.Get(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			result <- tok
+		}()
+		<-slow.paused // b has seen an empty store
+		if tok, err := a.Get(context.Background()); err != nil || tok.Value != "v1" {
+			t.Fatalf("a: %q, %v", tok.Value, err)
+		}
+		// a's lease is released: b takes the next one, and must find v1
+		// in the store before fetching.
+		close(slow.proceed)
+		if tok := <-result; tok.Value != "v1" {
+			t.Fatalf("b got %q, want v1", tok.Value)
+		}
+		if n := up.n.Load(); n != 1 {
+			t.Fatalf("%d fetches, want 1: the lease winner fetched without rereading the store", n)
+		}
+	})
+}
+
+// fullStore refuses writes as a store on a full disk does.
+type fullStore struct{ kv.Store }
+
+func (fullStore) Put(context.Context, string, []byte, time.Duration) error { return kv.ErrNoSpace }
+func (fullStore) PutIfAbsent(context.Context, string, []byte, time.Duration) (bool, error) {
+	return false, kv.ErrNoSpace
+}
+func (fullStore) CompareAndSwap(context.Context, string, []byte, []byte, time.Duration) (bool, error) {
+	return false, kv.ErrNoSpace
+}
+
+func TestFullStoreStillServes(t *testing.T) {
+	// A full disk is a local store with one process: the credential is
+	// fetched without a lease and served from memory, once.
+	up := &fakeUpstream{}
+	cred := oauth.NewCredential(oauth.CredentialConfig{
+		Name: "t", Key: credKey, Store: fullStore{openStore(t, t.TempDir())}, Fetch: up.fetch,
+	})
+	for range 3 {
+		if tok, err := cred.Get(context.Background()); err != nil || tok.Value != "v1" {
+			t.Fatalf("Get = %q, %v; want v1 served from memory", tok.Value, err)
+		}
+	}
+	if n := up.n.Load(); n != 1 {
+		t.Fatalf("%d fetches, want 1", n)
+	}
+}
