@@ -39,8 +39,12 @@ type Options struct {
 	// host. Without a restriction the service signs for any site, which lets
 	// a stranger use this account's JS-SDK permissions on their own pages.
 	AllowedHost func(host string) bool
-	Now         func() time.Time
-	Logger      *slog.Logger
+	// Bus and Instance are as in oauth.CredentialConfig: nil and "" for a
+	// store this process alone uses.
+	Bus      kv.Bus
+	Instance string
+	Now      func() time.Time
+	Logger   *slog.Logger
 }
 
 // Service signs JS-SDK configs with a jsapi_ticket it keeps fresh.
@@ -59,17 +63,20 @@ func New(app *oauth.App, store kv.Store, opts Options) *Service {
 	}
 	s := &Service{app: app, allowed: opts.AllowedHost, now: opts.Now}
 	s.ticket = oauth.NewCredential(oauth.CredentialConfig{
-		Name:   "jsapi_ticket",
-		Key:    ticketKey,
-		Store:  store,
-		Fetch:  s.fetchTicket,
-		Now:    opts.Now,
-		Logger: opts.Logger,
+		Name:     "jsapi_ticket",
+		Key:      ticketKey,
+		Store:    store,
+		Bus:      opts.Bus,
+		Instance: opts.Instance,
+		Fetch:    s.fetchTicket,
+		Now:      opts.Now,
+		Logger:   opts.Logger,
 	})
 	return s
 }
 
-// Run keeps the ticket fresh until ctx ends.
+// Run keeps the ticket fresh, and in step with other instances, until ctx
+// ends.
 func (s *Service) Run(ctx context.Context) { s.ticket.Run(ctx) }
 
 // TicketFetches reports how many times this process fetched the ticket.

@@ -156,3 +156,86 @@ func TestTicketFetchSurvivesRejectedToken(t *testing.T) {
 		t.Fatalf("%d token fetches, want 2", n)
 	}
 }
+
+// Several instances (App and Service each) on one store and bus: a cold
+// start under load costs one token fetch and one ticket fetch in all. The
+// backends table takes the shared storage from a function, so the same test
+// can run on Redis.
+var backends = []struct {
+	name string
+	open func(t *testing.T) (join func() (kv.Store, kv.Bus))
+}{
+	{"badger", func(t *testing.T) func() (kv.Store, kv.Bus) {
+		store, err := kv.OpenBadger(t.TempDir(), kv.BadgerOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		bus := &kv.LocalBus{}
+		return func() (kv.Store, kv.Bus) { return store, bus }
+	}},
+}
+
+func TestClusterColdStartOneTokenOneTicket(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			join := b.open(t)
+			sb := sandbox.New(sandbox.Options{})
+			srv := httptest.NewServer(sb)
+			t.Cleanup(srv.Close)
+			sb.SetFault("cgi-bin/stable_token", sandbox.Fault{Latency: 50 * time.Millisecond})
+			sb.SetFault("cgi-bin/ticket/getticket", sandbox.Fault{Latency: 50 * time.Millisecond})
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			t.Cleanup(func() { cancel(); wg.Wait() })
+			svcs := make([]*jssdk.Service, 3)
+			var app *oauth.App
+			for i := range svcs {
+				store, bus := join()
+				client, err := oauth.NewClient(oauth.ClientConfig{BaseURL: srv.URL, Timeout: 5 * time.Second})
+				if err != nil {
+					t.Fatal(err)
+				}
+				inst := oauth.NewApp(client, store, oauth.AppConfig{AppID: sb.AppID(), Secret: "sandbox-secret", Bus: bus})
+				svcs[i], app = jssdk.New(inst, store, jssdk.Options{Bus: bus}), inst
+				wg.Add(2)
+				go func() { defer wg.Done(); inst.Run(ctx) }()
+				go func() { defer wg.Done(); svcs[i].Run(ctx) }()
+			}
+			var calls sync.WaitGroup
+			var mu sync.Mutex
+			var configs []jssdk.Config
+			for _, svc := range svcs {
+				for range 20 {
+					calls.Add(1)
+					go func() {
+						defer calls.Done()
+						cfg, err := svc.Config(context.Background(), "https://example.com/")
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						mu.Lock()
+						configs = append(configs, cfg)
+						mu.Unlock()
+					}()
+				}
+			}
+			calls.Wait()
+			if n := sb.Count("cgi-bin/stable_token"); n != 1 {
+				t.Fatalf("%d token fetches by 3 instances, want 1", n)
+			}
+			if n := sb.Count("cgi-bin/ticket/getticket"); n != 1 {
+				t.Fatalf("%d ticket fetches by 3 instances, want 1", n)
+			}
+			// Every instance signed with the one ticket WeChat issued.
+			f := &fixture{sb: sb, app: app}
+			ticket := currentTicket(t, f)
+			for _, cfg := range configs {
+				if want := jssdk.Sign(ticket, cfg.NonceStr, cfg.Timestamp, "https://example.com/"); cfg.Signature != want {
+					t.Fatalf("a config was signed with another ticket")
+				}
+			}
+		})
+	}
+}

@@ -28,6 +28,11 @@ type AppConfig struct {
 	AppID    string
 	Secret   string
 	TokenAPI string // TokenAPIStable (default) or TokenAPIToken
+	// Bus carries notices between the instances sharing the store (see
+	// CredentialConfig.Bus); nil when this process is the store's only user.
+	Bus kv.Bus
+	// Instance names this process in refresh leases (default: host name).
+	Instance string
 	Now      func() time.Time
 	Logger   *slog.Logger
 }
@@ -56,12 +61,14 @@ func NewApp(client *Client, store kv.Store, cfg AppConfig) *App {
 	}
 	a := &App{client: client, id: cfg.AppID, secret: cfg.Secret, api: cfg.TokenAPI, log: cfg.Logger}
 	a.token = NewCredential(CredentialConfig{
-		Name:   "access_token",
-		Key:    appTokenKey,
-		Store:  store,
-		Fetch:  a.fetchToken,
-		Now:    cfg.Now,
-		Logger: cfg.Logger,
+		Name:     "access_token",
+		Key:      appTokenKey,
+		Store:    store,
+		Bus:      cfg.Bus,
+		Instance: cfg.Instance,
+		Fetch:    a.fetchToken,
+		Now:      cfg.Now,
+		Logger:   cfg.Logger,
 	})
 	return a
 }
@@ -83,7 +90,8 @@ func (a *App) InvalidateToken(ctx context.Context, stale string) (Token, error) 
 // TokenFetches reports how many times this process fetched the token.
 func (a *App) TokenFetches() int { return a.token.Fetches() }
 
-// Run keeps the token fresh until ctx ends.
+// Run keeps the token fresh, and in step with other instances, until ctx
+// ends.
 func (a *App) Run(ctx context.Context) { a.token.Run(ctx) }
 
 // Do calls WeChat with the app token added as access_token. When WeChat

@@ -331,3 +331,50 @@ func TestRefreshFailureKeepsValidToken(t *testing.T) {
 		t.Fatalf("err = %v, want ErrUnavailable after expiry", err)
 	}
 }
+
+// Several Apps on one store and bus, with cgi-bin/token, where every fetch
+// issues a new token: the whole cluster fetches once at a cold start and
+// once when WeChat rejects the token, and every call succeeds.
+func TestClusterAppsShareOneToken(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, join func() (kv.Store, kv.Bus)) {
+		up := newUpstream(t)
+		up.sb.SetFault("cgi-bin/token", sandbox.Fault{Latency: 50 * time.Millisecond})
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		t.Cleanup(func() { cancel(); wg.Wait() })
+		apps := make([]*oauth.App, 3)
+		for i := range apps {
+			store, bus := join()
+			apps[i] = oauth.NewApp(newClient(t, up.srv.URL), store, oauth.AppConfig{
+				AppID: up.sb.AppID(), Secret: "sandbox-secret", TokenAPI: oauth.TokenAPIToken, Bus: bus,
+			})
+			wg.Add(1)
+			go func() { defer wg.Done(); apps[i].Run(ctx) }()
+		}
+		callEverywhere := func(what string) {
+			t.Helper()
+			var calls sync.WaitGroup
+			for _, app := range apps {
+				for range 10 {
+					calls.Add(1)
+					go func() {
+						defer calls.Done()
+						if _, err := app.UserInfo(context.Background(), sandbox.OpenIDZhangsan); err != nil {
+							t.Errorf("%s: %v", what, err)
+						}
+					}()
+				}
+			}
+			calls.Wait()
+		}
+		callEverywhere("cold start")
+		if n := up.sb.Count("cgi-bin/token"); n != 1 {
+			t.Fatalf("%d token fetches for a cold start of 3 instances, want 1", n)
+		}
+		up.sb.ExpireTokens()
+		callEverywhere("after the token was rejected")
+		if n := up.sb.Count("cgi-bin/token"); n != 2 {
+			t.Fatalf("%d token fetches after one rejection seen by 3 instances, want 2", n)
+		}
+	})
+}
