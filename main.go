@@ -34,7 +34,8 @@ func main() {
 type Main struct {
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
-	// Started is called with the listening address once serve is ready.
+	// Started is called with the listening address once serve (or
+	// sandbox) is ready.
 	Started func(addr string)
 }
 
@@ -46,6 +47,7 @@ commands:
   version        print the version
   backup         write a backup of the data directory (-o FILE), online if it is running
   restore        restore a backup (-i FILE) into an empty data directory
+  sandbox        serve the fake WeChat alone (-listen ADDR), for several appliances to share
 
 Run "wxappliance <command> -h" for a command's flags.
 `
@@ -68,6 +70,8 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.backup(ctx, args)
 	case "restore":
 		return m.restore(args)
+	case "sandbox":
+		return m.sandbox(ctx, args)
 	case "help", "-h", "--help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,5 +55,66 @@ func TestUnknownCommand(t *testing.T) {
 	_, stderr, err := run(t, "frobnicate")
 	if err == nil || !strings.Contains(stderr, "usage") {
 		t.Fatalf("%v %q", err, stderr)
+	}
+}
+
+// The sandbox command serves the fake WeChat alone until its context ends.
+func TestSandboxCommand(t *testing.T) {
+	config := filepath.Join(t.TempDir(), "config.toml")
+	os.WriteFile(config, []byte(`[server]
+base_url = "https://wx.example.com/prefix/"
+[wechat]
+app_id = "wxshared"
+app_secret = "shared-secret"
+[oauth]
+allowed_return_hosts = ["example.com"]
+[callback]
+token = "tok123"
+`), 0o600)
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan string, 1)
+	var stderr bytes.Buffer
+	m := &Main{Stdout: io.Discard, Stderr: &stderr, Getenv: func(string) string { return "" },
+		Started: func(a string) { addr <- a }}
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx, []string{"sandbox", "-listen", "127.0.0.1:0", "-config", config}) }()
+	var base string
+	select {
+	case a := <-addr:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatalf("sandbox ended: %v\n%s", err, stderr.String())
+	}
+
+	token := func(secret string) map[string]any {
+		resp, err := http.Post(base+"/cgi-bin/stable_token", "application/json",
+			strings.NewReader(`{"grant_type":"client_credential","appid":"wxshared","secret":"`+secret+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return out
+	}
+	if out := token("shared-secret"); out["access_token"] == nil {
+		t.Fatalf("the config's credentials: %v", out)
+	}
+	if out := token("sandbox-secret"); out["errcode"] == nil {
+		t.Fatalf("other credentials accepted: %v", out)
+	}
+	resp, err := http.Get(base + "/push")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), "https://wx.example.com/prefix/callback") {
+		t.Fatalf("push page does not target the config's callback:\n%s", page)
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("stop: %v", err)
 	}
 }

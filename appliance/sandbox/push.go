@@ -87,6 +87,7 @@ type pushResult struct {
 
 type pushPageData struct {
 	On     bool
+	Target string
 	Modes  []string
 	Users  []User
 	Kinds  []pushKind
@@ -110,6 +111,7 @@ button { margin-top: 1rem; width: 100%; padding: .75rem; border: 0; border-radiu
 <div class="card">
 <p>以测试用户的身份向本服务的回调地址发送一条消息或事件，查看回复。</p>
 <p class="muted">Sends a message or event to this appliance's callback as WeChat would, signed{{if gt (len .Modes) 1}} and encrypted{{end}}, and shows the reply.</p>
+<p class="muted">回调地址 Callback: <code id="target">{{.Target}}</code></p>
 <form method="post" action="push">
 <label for="openid">用户 User</label>
 <select id="openid" name="openid">{{range .Users}}<option value="{{.OpenID}}"{{if eq .OpenID $.Form.OpenID}} selected{{end}}>{{.Nickname}} ({{.OpenID}})</option>{{end}}</select>
@@ -148,11 +150,12 @@ button { margin-top: 1rem; width: 100%; padding: .75rem; border: 0; border-radiu
 // servePush serves the push page: GET shows the form, POST sends.
 func (s *Sandbox) servePush(w http.ResponseWriter, r *http.Request) {
 	data := pushPageData{
-		On:    s.callback.URL != "",
-		Modes: []string{pushPlaintext},
-		Users: users,
-		Kinds: pushKinds,
-		Form:  pushForm{OpenID: users[0].OpenID, Kind: "text", Content: "你好"},
+		On:     s.callback.URL != "",
+		Target: s.callback.URL,
+		Modes:  []string{pushPlaintext},
+		Users:  users,
+		Kinds:  pushKinds,
+		Form:   pushForm{OpenID: users[0].OpenID, Kind: "text", Content: "你好"},
 	}
 	if s.callback.EncodingAESKey != "" {
 		// The appliance refuses plaintext pushes once a key is set, as an
