@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 )
 
@@ -22,10 +23,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	m := &Main{Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
-	if err := m.Run(ctx, os.Args[1:]); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "wxappliance:", err)
-		}
+	err := m.Run(ctx, os.Args[1:])
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		// -h on a command printed its flags: what was asked for.
+	default:
+		fmt.Fprintln(os.Stderr, "wxappliance:", err)
 		os.Exit(1)
 	}
 }
@@ -39,7 +42,9 @@ type Main struct {
 	Started func(addr string)
 }
 
-const usage = `usage: wxappliance [command] [flags]
+const usage = `wxappliance runs the server side of a WeChat Official Account.
+
+usage: wxappliance [command] [flags]
 
 commands:
   serve          run the appliance (the default)
@@ -48,14 +53,22 @@ commands:
   backup         write a backup of the data directory (-o FILE), online if it is running
   restore        restore a backup (-i FILE) into an empty data directory
   sandbox        serve the fake WeChat alone (-listen ADDR), for several appliances to share
+  help           print this help (also -h, --help)
 
-Run "wxappliance <command> -h" for a command's flags.
+Run "wxappliance <command> -h" for a command's flags. Without a command,
+flags go to serve: "wxappliance -config FILE" runs the appliance.
 `
 
 // Run executes the command named by args[0] (serve when absent or a flag).
 func (m *Main) Run(ctx context.Context, args []string) error {
 	cmd := "serve"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+	switch {
+	case len(args) == 0:
+	case args[0] == "-h", args[0] == "-help", args[0] == "--help":
+		cmd = "help"
+	case args[0] == "-version", args[0] == "--version":
+		cmd = "version"
+	case !strings.HasPrefix(args[0], "-"):
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -72,7 +85,7 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.restore(args)
 	case "sandbox":
 		return m.sandbox(ctx, args)
-	case "help", "-h", "--help":
+	case "help":
 		fmt.Fprint(m.Stdout, usage)
 		return nil
 	default:

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -116,5 +117,31 @@ token = "tok123"
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("stop: %v", err)
+	}
+}
+
+// Asking for help is not an error: every spelling prints the commands and
+// exits 0, as does a command's -h.
+func TestHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"-help"}, {"help"}} {
+		out, err := exec.Command(binary(t), args...).Output()
+		if err != nil || !strings.Contains(string(out), "check-config") || !strings.Contains(string(out), "sandbox") {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	for _, args := range [][]string{{"serve", "-h"}, {"backup", "-h"}, {"sandbox", "-h"}} {
+		out, err := exec.Command(binary(t), args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "-") {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-version"}} {
+		out, err := exec.Command(binary(t), args...).Output()
+		if err != nil || !strings.HasPrefix(string(out), "wxappliance ") {
+			t.Fatalf("%v: %v %q", args, err, out)
+		}
+	}
+	if out, err := exec.Command(binary(t), "frobnicate").CombinedOutput(); err == nil || !strings.Contains(string(out), "unknown command") {
+		t.Fatalf("unknown command: %v %s", err, out)
 	}
 }

@@ -160,57 +160,50 @@ func DefaultConfig() Config {
 }
 
 // LoadConfig reads the file at path over the defaults, applies secrets from
-// the environment and validates the result.
+// the environment and validates the result. It reports every problem it
+// finds at once, unknown keys included, each naming its key; only a file
+// that is not TOML, or a value of the wrong type, stops it early.
 func LoadConfig(path string, env func(string) string) (Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	defer f.Close()
-	cfg, err := ParseConfig(f)
+	cfg, md, err := decodeConfig(f)
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
+	errs := unknownKeyErrors(md)
 	if err := cfg.applyEnv(env); err != nil {
-		return Config{}, fmt.Errorf("config %s: %w", path, err)
+		errs = append(errs, err)
 	}
 	cfg.applySandboxDefaults()
 	if err := cfg.Validate(); err != nil {
-		return Config{}, fmt.Errorf("config %s: %w", path, err)
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return Config{}, fmt.Errorf("config %s: %w", path, errors.Join(errs...))
 	}
 	return cfg, nil
 }
 
 // ParseConfig decodes TOML over DefaultConfig. A key the appliance does not
-// know is an error naming it: a misspelt key silently ignored is a setting
-// silently not applied.
+// know is an error naming it.
 func ParseConfig(r io.Reader) (Config, error) {
-	cfg := DefaultConfig()
-	md, err := toml.NewDecoder(r).Decode(&cfg)
+	cfg, md, err := decodeConfig(r)
 	if err != nil {
 		return Config{}, err
 	}
-	if unknown := undecodedKeys(md); len(unknown) > 0 {
-		return Config{}, fmt.Errorf("unknown key %s", strings.Join(unknown, ", "))
+	if errs := unknownKeyErrors(md); len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
 	}
 	return cfg, nil
 }
 
-// undecodedKeys lists unknown keys, dropping a table when its keys are
-// listed too ("x" beside "x.y").
-func undecodedKeys(md toml.MetaData) []string {
-	var keys []string
-	for _, k := range md.Undecoded() {
-		keys = append(keys, k.String())
-	}
-	var out []string
-	for _, k := range keys {
-		parent := slices.ContainsFunc(keys, func(o string) bool { return strings.HasPrefix(o, k+".") })
-		if !parent {
-			out = append(out, k)
-		}
-	}
-	return out
+func decodeConfig(r io.Reader) (Config, toml.MetaData, error) {
+	cfg := DefaultConfig()
+	md, err := toml.NewDecoder(r).Decode(&cfg)
+	return cfg, md, err
 }
 
 // Environment variables that may hold secrets instead of the file. When set

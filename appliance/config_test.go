@@ -131,6 +131,46 @@ func TestConfigSizes(t *testing.T) {
 	}
 }
 
+// check-config reports everything in one run: unknown keys in every table,
+// each with the key it most likely meant, and the invalid values too.
+func TestConfigReportsUnknownKeysWithValueProblems(t *testing.T) {
+	_, err := LoadConfig(writeConfig(t, `[server]
+listn = "127.0.0.1:1"
+[wechat]
+app_id = "wx1"
+timeuot = "5s"
+token_api = "fast"
+[webchat]
+app_id = "x"
+[oauth]
+allowed_return_hosts = ["a.com"]
+[[rpc.keys]]
+nmae = "b"
+key = "0123456789abcdef"
+[callback.rules.default]
+contnt = "x"
+[media]
+completely_unrelated_setting = 1
+`), noEnv)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		"server.listn: unknown key (did you mean server.listen?)",
+		"wechat.timeuot: unknown key (did you mean wechat.timeout?)",
+		"webchat.app_id: unknown key (did you mean wechat.app_id?)",
+		"rpc.keys.nmae: unknown key (did you mean rpc.keys.name?)",
+		"callback.rules.default.contnt: unknown key (did you mean callback.rules.default.content?)",
+		"media.completely_unrelated_setting: unknown key\n",
+		"wechat.app_secret: must be set",
+		"wechat.token_api",
+	} {
+		if !strings.Contains(err.Error()+"\n", want) {
+			t.Errorf("missing %q in:\n%v", want, err)
+		}
+	}
+}
+
 func TestConfigReportsAllProblems(t *testing.T) {
 	_, err := LoadConfig(writeConfig(t, "[wechat]\ntoken_api = \"x\"\n[oauth]\nscope = \"y\"\n"), noEnv)
 	for _, key := range []string{"wechat.app_id", "wechat.app_secret", "wechat.token_api", "oauth.scope"} {
