@@ -2,7 +2,10 @@ package appliance
 
 import (
 	"net/http"
+	"net/url"
+	"slices"
 
+	"wxappliance/appliance/wire"
 	"wxappliance/oauth"
 )
 
@@ -91,11 +94,62 @@ func cookieValue(r *http.Request, name string) string {
 	return ""
 }
 
+// authLogout is POST /auth/logout[?return=URL]: the server-side session
+// ends and the cookie expires. Only a page on an allowed origin (or the
+// appliance's own), or a request without Origin, may log a browser out,
+// so another site cannot. Answers 204, or 302 to return when it is an
+// allowed URL.
+func (a *Appliance) authLogout(w http.ResponseWriter, r *http.Request) error {
+	if origin := r.Header.Get("Origin"); origin != "" && !a.sameOrAllowedOrigin(origin) {
+		return wire.Errorf(wire.Forbidden, "跨域来源不在允许列表中", nil)
+	}
+	var target string
+	if raw := r.URL.Query().Get("return"); raw != "" {
+		var err error
+		if target, err = checkReturnURL(raw, a.allowedReturn); err != nil {
+			return badRequest("return参数不是允许的返回地址", err)
+		}
+	}
+	if _, err := a.sessions.Revoke(r.Context(), cookieValue(r, a.cfg.OAuth.SessionCookie)); err != nil {
+		return err
+	}
+	http.SetCookie(w, a.cookie(a.cfg.OAuth.SessionCookie, "", -1))
+	w.Header().Set("Cache-Control", "no-store")
+	if target != "" {
+		http.Redirect(w, r, target, http.StatusFound)
+		return nil
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// sameOrAllowedOrigin reports whether origin is in cors.allowed_origins or
+// is the appliance's own (server.base_url's scheme and host).
+func (a *Appliance) sameOrAllowedOrigin(origin string) bool {
+	if slices.Contains(a.cfg.CORS.AllowedOrigins, origin) {
+		return true
+	}
+	own, err := url.Parse(a.cfg.Server.BaseURL)
+	return err == nil && origin == own.Scheme+"://"+own.Host
+}
+
+// errNoCookie is "not logged in" when the browser sent no session cookie at
+// all: usually not a logged-out user but a frontend whose requests do not
+// carry it.
+var errNoCookie = &wire.Error{
+	Kind: wire.NotLoggedIn,
+	Msg:  wire.MsgNotLoggedIn,
+	Hint: "no session cookie arrived with this request: the page must use the same host name as server.base_url " +
+		"(127.0.0.1 and localhost are different sites), and cross-origin requests need credentials: 'include' " +
+		"(fetch) or withCredentials (XHR) from an origin in cors.allowed_origins",
+	Err: oauth.ErrNoSession,
+}
+
 // session returns the request's session or oauth.ErrNoSession.
 func (a *Appliance) session(r *http.Request) (string, oauth.Session, error) {
 	c, err := r.Cookie(a.cfg.OAuth.SessionCookie)
 	if err != nil {
-		return "", oauth.Session{}, oauth.ErrNoSession
+		return "", oauth.Session{}, errNoCookie
 	}
 	sess, err := a.sessions.Lookup(r.Context(), c.Value)
 	return c.Value, sess, err

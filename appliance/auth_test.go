@@ -2,6 +2,7 @@ package appliance_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -570,5 +571,89 @@ func TestAuthPendingLoginsCapped(t *testing.T) {
 	h.clock.Advance(11 * time.Minute)
 	if resp := h.browser().get(start); resp.StatusCode != http.StatusFound {
 		t.Fatalf("after the window: %d", resp.StatusCode)
+	}
+}
+
+func TestLogout(t *testing.T) {
+	h := newHarness(t)
+	sessionOf := func(b *browser) string { return b.sessionCookie().Value }
+
+	t.Run("from an allowed origin", func(t *testing.T) {
+		b := h.browser()
+		b.mustLogin(sandbox.OpenIDZhangsan)
+		id := sessionOf(b)
+		resp := b.post("/auth/logout", "", "", "Origin", "https://app.example.com")
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("logout: %d %s", resp.StatusCode, resp.body)
+		}
+		var expired bool
+		for _, c := range resp.Cookies() {
+			expired = expired || c.Name == h.cfg.OAuth.SessionCookie && c.MaxAge < 0
+		}
+		if !expired {
+			t.Fatalf("session cookie not expired: %v", resp.Header["Set-Cookie"])
+		}
+		// The session is gone on the server, whoever presents its id.
+		other := h.browser()
+		other.setCookie(h.cfg.OAuth.SessionCookie, id)
+		if st, _ := other.get("/auth/user/openid").envelope(t); st != http.StatusUnauthorized {
+			t.Fatalf("session after logout: %d", st)
+		}
+	})
+	t.Run("to an allowed return URL", func(t *testing.T) {
+		b := h.browser()
+		b.mustLogin(sandbox.OpenIDZhangsan)
+		resp := b.post("/auth/logout?return="+url.QueryEscape(returnPage), "", "")
+		if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != returnPage {
+			t.Fatalf("logout with return: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		if st, _ := b.get("/auth/user/openid").envelope(t); st != http.StatusUnauthorized {
+			t.Fatalf("still logged in: %d", st)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		b := h.browser()
+		b.mustLogin(sandbox.OpenIDZhangsan)
+		if st, _ := b.post("/auth/logout", "", "", "Origin", "https://evil.example").envelope(t); st != http.StatusForbidden {
+			t.Fatalf("foreign origin: %d", st)
+		}
+		if st, _ := b.post("/auth/logout?return="+url.QueryEscape("https://evil.example/"), "", "").envelope(t); st != http.StatusBadRequest {
+			t.Fatalf("foreign return: %d", st)
+		}
+		if st, _ := b.get("/auth/logout").envelope(t); st != http.StatusMethodNotAllowed {
+			t.Fatalf("GET: %d", st)
+		}
+		// None of these ended the session.
+		if got := b.get("/auth/user/openid").json(t)["openid"]; got != sandbox.OpenIDZhangsan {
+			t.Fatalf("session ended by a refused logout: %v", got)
+		}
+	})
+	t.Run("without a session", func(t *testing.T) {
+		if resp := h.browser().post("/auth/logout", "", ""); resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("logout without a session: %d", resp.StatusCode)
+		}
+	})
+}
+
+// A 401 because no cookie arrived at all says so beside the seed's message,
+// for the developer whose frontend does not send it.
+func TestNoCookieHint(t *testing.T) {
+	h := newHarness(t)
+	resp := h.browser().get("/auth/user/openid")
+	var env struct {
+		Status int    `json:"status"`
+		Msg    string `json:"msg"`
+		Hint   string `json:"hint"`
+	}
+	if err := json.Unmarshal(resp.body, &env); err != nil {
+		t.Fatal(err)
+	}
+	if env.Status != 401 || env.Msg != "请先登录微信" || !strings.Contains(env.Hint, "no session cookie") {
+		t.Fatalf("%+v", env)
+	}
+	b := h.browser()
+	b.setCookie(h.cfg.OAuth.SessionCookie, oauth.NewSecret())
+	if strings.Contains(string(b.get("/auth/user/openid").body), "hint") {
+		t.Fatal("a cookie for an unknown session is not a missing cookie")
 	}
 }

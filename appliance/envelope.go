@@ -17,6 +17,9 @@ type envelope struct {
 	Status int    `json:"status"`
 	Msg    string `json:"msg"`
 	Data   any    `json:"data"`
+	// Hint is for the developer reading the answer in the browser's
+	// network panel; frontends go by status and msg.
+	Hint string `json:"hint,omitempty"`
 }
 
 // badRequest is a malformed request, with msg shown to the browser.
@@ -39,7 +42,11 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		level = slog.LevelWarn
 	}
 	log.Log(r.Context(), level, "request failed", "path", r.URL.Path, "status", status, "err", err)
-	writeEnvelope(w, status, msg)
+	env := envelope{Status: status, Msg: msg}
+	if e, ok := errors.AsType[*wire.Error](err); ok {
+		env.Hint = e.Hint
+	}
+	writeJSON(w, status, env)
 }
 
 func writeEnvelope(w http.ResponseWriter, status int, msg string) {

@@ -21,6 +21,7 @@ func (a *Appliance) routes() http.Handler {
 	// The seed contract's routes (S1, S2, U1-U3, O1, O2), plus raw media.
 	browser("GET", "/auth", wechat, a.limit(a.auth))
 	browser("GET", "/auth/code", wechat, a.limit(a.authCode))
+	browser("POST", "/auth/logout", wechat, a.authLogout)
 	browser("GET", "/auth/user/openid", wechat, a.authOpenID)
 	browser("GET", "/auth/user", wechat, a.authUser)
 	browser("GET", "/offiaccount/user", wechat, a.offiaccountUser)

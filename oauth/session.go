@@ -194,6 +194,20 @@ func (s *Sessions) Lookup(ctx context.Context, id string) (Session, error) {
 	return sess, nil
 }
 
+// Revoke ends the session with id and reports whether there was one. A
+// session that does not exist costs a read and no write, so anyone may ask.
+func (s *Sessions) Revoke(ctx context.Context, id string) (bool, error) {
+	if _, err := s.Lookup(ctx, id); errors.Is(err, ErrNoSession) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	if err := s.Delete(ctx, id); err != nil {
+		return false, fmt.Errorf("end session: %w", err)
+	}
+	return true, nil
+}
+
 // Delete ends the session with id; ending a missing one is not an error.
 func (s *Sessions) Delete(ctx context.Context, id string) error {
 	if !ValidSecret(id) {

@@ -79,6 +79,9 @@ func (k Kind) Status() int { return statuses[k] }
 type Error struct {
 	Kind Kind
 	Msg  string
+	// Hint, when set, tells a developer what to check; it goes beside the
+	// message, which callers may compare against and so stays as it is.
+	Hint string
 	Err  error
 }
 
