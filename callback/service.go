@@ -203,40 +203,75 @@ func (s *Service) Handle(ctx context.Context, q Query, body []byte) (*Answer, er
 	return &Answer{Body: out}, nil
 }
 
-// open verifies, decrypts and parses a push. Encrypted means encrypt_type
-// is aes or the body has an Encrypt node (compatible mode sends both
-// plaintext fields and Encrypt; the plaintext fields are not covered by
-// msg_signature, so only the decrypted message is used).
+// open verifies, decrypts and parses a push, checking first what costs
+// nothing, so that an anonymous body is never parsed before a signature
+// vouches for it: the plaintext signature covers no body at all, and
+// msg_signature needs only the Encrypt value, which scanEnvelope finds
+// without parsing.
+//
+// Encrypted means encrypt_type is aes, or msg_signature is present and
+// the body mentions Encrypt (compatible mode sends plaintext fields and
+// Encrypt; the plaintext fields are not covered by msg_signature, so only
+// the decrypted message is used).
 func (s *Service) open(q Query, body []byte) (*inbound, error) {
-	outer, err := parseFields(body)
+	if strings.EqualFold(q.EncryptType, "aes") || (q.MsgSignature != "" && bytes.Contains(body, []byte("Encrypt"))) {
+		return s.openEncrypted(q, body)
+	}
+	return s.openPlaintext(q, body)
+}
+
+// openPlaintext checks the signature and the timestamp, then parses.
+func (s *Service) openPlaintext(q Query, body []byte) (*inbound, error) {
+	if !CheckSignature(q.Signature, s.token, q.Timestamp, q.Nonce) {
+		return nil, ErrSignature
+	}
+	if err := s.checkTimestamp(q.Timestamp); err != nil {
+		return nil, err
+	}
+	if len(s.crypters) > 0 {
+		// Refused whatever it holds; the scan only tells the sender
+		// which mistake it made, without the cost of a parse.
+		env, err := scanEnvelope(body)
+		switch {
+		case err != nil:
+			return nil, err
+		case env.hasEncrypt:
+			return nil, errNoMsgSignature
+		}
+		return nil, ErrPlaintext
+	}
+	fields, err := parseFields(body)
 	if err != nil {
 		return nil, err
 	}
-	encNode, hasEnc := outer["Encrypt"]
-	if !hasEnc && !strings.EqualFold(q.EncryptType, "aes") {
-		if !CheckSignature(q.Signature, s.token, q.Timestamp, q.Nonce) {
-			return nil, ErrSignature
-		}
-		if err := s.checkTimestamp(q.Timestamp); err != nil {
-			return nil, err
-		}
-		if len(s.crypters) > 0 {
-			return nil, ErrPlaintext
-		}
-		return &inbound{msg: messageFromFields(outer), mode: modePlaintext}, nil
+	if _, ok := fields["Encrypt"]; ok {
+		return nil, errNoMsgSignature
 	}
+	msg, err := messageFromFields(fields)
+	if err != nil {
+		return nil, err
+	}
+	return &inbound{msg: msg, mode: modePlaintext}, nil
+}
 
-	encrypt, _ := encNode.(string)
-	encrypt = strings.TrimSpace(encrypt)
-	if encrypt == "" {
+// errNoMsgSignature is the classic mistake of checking signature on an
+// encrypted message: it does not cover the body.
+var errNoMsgSignature = fmt.Errorf("%w: msg_signature is missing", ErrSignature)
+
+// openEncrypted checks msg_signature over the Encrypt value and the
+// timestamp, then decrypts and parses the message inside.
+func (s *Service) openEncrypted(q Query, body []byte) (*inbound, error) {
+	if q.MsgSignature == "" {
+		return nil, errNoMsgSignature
+	}
+	env, err := scanEnvelope(body)
+	if err != nil {
+		return nil, err
+	}
+	if env.encrypt == "" {
 		return nil, fmt.Errorf("%w: encrypted message without an Encrypt value", ErrMalformed)
 	}
-	if q.MsgSignature == "" {
-		// The classic mistake is to check signature here: it does not
-		// cover the body.
-		return nil, fmt.Errorf("%w: msg_signature is missing", ErrSignature)
-	}
-	if !CheckSignature(q.MsgSignature, s.token, q.Timestamp, q.Nonce, encrypt) {
+	if !CheckSignature(q.MsgSignature, s.token, q.Timestamp, q.Nonce, env.encrypt) {
 		return nil, ErrSignature
 	}
 	if err := s.checkTimestamp(q.Timestamp); err != nil {
@@ -245,7 +280,7 @@ func (s *Service) open(q Query, body []byte) (*inbound, error) {
 	if len(s.crypters) == 0 {
 		return nil, ErrNoKey
 	}
-	plain, c, err := s.decrypt(encrypt)
+	plain, c, err := s.decrypt(env.encrypt)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +289,7 @@ func (s *Service) open(q Query, body []byte) (*inbound, error) {
 		return nil, fmt.Errorf("decrypted message: %w", err)
 	}
 	in := &inbound{msg: msg, mode: modeSafe, crypter: c}
-	if text(outer, "MsgType") != "" {
+	if env.compatible {
 		in.mode = modeCompatible
 	}
 	if c != s.crypters[0] {
