@@ -13,10 +13,10 @@ import (
 type alwaysNew struct{}
 
 func (alwaysNew) Get(context.Context, string) ([]byte, error) { return nil, nil }
-func (alwaysNew) Put(context.Context, string, []byte, time.Duration) error {
-	return nil
-}
 func (alwaysNew) PutIfAbsent(context.Context, string, []byte, time.Duration) (bool, error) {
+	return true, nil
+}
+func (alwaysNew) CompareAndSwap(context.Context, string, []byte, []byte, time.Duration) (bool, error) {
 	return true, nil
 }
 

@@ -38,11 +38,14 @@ func (s *memStore) Get(_ context.Context, key string) ([]byte, error) {
 	return bytes.Clone(v), nil
 }
 
-func (s *memStore) Put(_ context.Context, key string, value []byte, _ time.Duration) error {
+func (s *memStore) CompareAndSwap(_ context.Context, key string, old, value []byte, _ time.Duration) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if cur, ok := s.m[key]; !ok || !bytes.Equal(cur, old) {
+		return false, nil
+	}
 	s.m[key] = bytes.Clone(value)
-	return nil
+	return true, nil
 }
 
 func (s *memStore) PutIfAbsent(_ context.Context, key string, value []byte, _ time.Duration) (bool, error) {

@@ -52,6 +52,14 @@ type Config struct {
 	// Logger receives one line per message (type, event and ids only,
 	// never contents) and problems; nil discards.
 	Logger *slog.Logger
+	// Instances tells which processes sharing the store are alive, so that
+	// a message whose first delivery was being answered by a process that
+	// crashed is dispatched again on WeChat's retry. Nil means only this
+	// process is alive, right when no other process uses the store
+	// (Badger); with several instances on one store (Redis) it must know
+	// them all, or a retry reaching one instance would take over another's
+	// claim and dispatch twice.
+	Instances Instances
 }
 
 // Service answers WeChat's pushes. It is safe for concurrent use.
@@ -60,6 +68,9 @@ type Service struct {
 	crypters   []*Crypter // current key first, then the previous one
 	dispatcher *Dispatcher
 	store      Store
+	instances  Instances
+	// claimRecord is this process's dedupe claim, "p" + its instance id.
+	claimRecord []byte
 
 	replyTimeout time.Duration
 	window       time.Duration
@@ -86,7 +97,15 @@ func New(store Store, d *Dispatcher, cfg Config) (*Service, error) {
 		now:          cfg.Now,
 		random:       cfg.Random,
 		log:          cfg.Logger,
+		instances:    cfg.Instances,
 	}
+	if s.instances == nil {
+		s.instances = soleInstance(processInstance())
+	}
+	if s.instances.Self() == "" {
+		return nil, errors.New("callback: Instances.Self is empty")
+	}
+	s.claimRecord = append([]byte{recordPending}, s.instances.Self()...)
 	for _, key := range []string{cfg.EncodingAESKey, cfg.PreviousEncodingAESKey} {
 		if key == "" {
 			continue
@@ -174,7 +193,9 @@ type inbound struct {
 // request that is not a valid push (see the Err variables); for a valid
 // one it always returns an answer within the reply timeout, "success" when
 // there is no reply, the reply failed, or it was not ready in time. A retry
-// or replay of a message gets the first answer again and is not dispatched.
+// or replay of a message gets the first answer again and is not dispatched,
+// unless the process that was answering the first delivery died: then one
+// retry dispatches it again.
 func (s *Service) Handle(ctx context.Context, q Query, body []byte) (*Answer, error) {
 	deadline := time.Now().Add(s.replyTimeout)
 	in, err := s.open(q, body)
@@ -190,9 +211,12 @@ func (s *Service) Handle(ctx context.Context, q Query, body []byte) (*Answer, er
 	key := dedupeKey(msg)
 	first, stored := s.claim(ctx, key)
 	if !first {
-		out := s.stored(ctx, key, deadline)
-		s.log.Info("callback duplicate answered from store", logAttrs...)
-		return &Answer{Body: out, Duplicate: true}, nil
+		out, takenOver := s.stored(ctx, key, deadline)
+		if !takenOver {
+			s.log.Info("callback duplicate answered from store", logAttrs...)
+			return &Answer{Body: out, Duplicate: true}, nil
+		}
+		s.log.Warn("callback retry took over the claim of a dead instance, dispatching again", logAttrs...)
 	}
 	out, source, replyType := s.answer(ctx, in, deadline)
 	if stored {

@@ -539,10 +539,10 @@ type failingStore struct{}
 var errStoreDown = errors.New("store down")
 
 func (failingStore) Get(context.Context, string) ([]byte, error) { return nil, errStoreDown }
-func (failingStore) Put(context.Context, string, []byte, time.Duration) error {
-	return errStoreDown
-}
 func (failingStore) PutIfAbsent(context.Context, string, []byte, time.Duration) (bool, error) {
+	return false, errStoreDown
+}
+func (failingStore) CompareAndSwap(context.Context, string, []byte, []byte, time.Duration) (bool, error) {
 	return false, errStoreDown
 }
 
