@@ -19,146 +19,161 @@ type envelope struct {
 
 // scanEnvelope finds the Encrypt value of a push without parsing the XML,
 // so that msg_signature can be checked before anything costly is done with
-// an anonymous body. It walks the markup once, jumping
-// from one '<' to the next: every byte is looked at a bounded number of
-// times and nothing is allocated, whatever the body.
+// an anonymous body. It walks the markup once, jumping from one '<' to the
+// next: every byte is looked at a bounded number of times and nothing is
+// allocated, whatever the body.
 //
 // It is strict where leniency would be ambiguous: the root must be <xml>,
 // tags must balance, CDATA sections, comments and processing instructions
 // are skipped whole (so an Encrypt inside a user's text is text), and
-// there must be exactly one Encrypt element, directly under the root,
+// there may be one Encrypt element at most, directly under the root,
 // holding one CDATA section or plain text and nothing else. What else the
 // envelope holds is not looked at: in compatible mode the plaintext copy
 // is not covered by the signature and is never used.
 func scanEnvelope(body []byte) (envelope, error) {
-	var (
-		env       envelope
-		stack     [maxDepth][]byte // open elements' names, slices of body
-		depth     int
-		rootDone  bool
-		inEncrypt bool
-		enc       encryptValue
-	)
-	pos := 0
-	for pos <= len(body) {
+	var sc envelopeScanner
+	for pos := 0; ; {
 		next := bytes.IndexByte(body[pos:], '<')
-		text := body[pos:]
-		if next >= 0 {
-			text = body[pos : pos+next]
-		}
-		switch {
-		case depth == 0:
-			if !isBlank(text) {
-				return env, fmt.Errorf("%w: text outside <xml>", ErrMalformed)
-			}
-		case inEncrypt:
-			if err := enc.addText(text); err != nil {
-				return env, err
-			}
-		}
 		if next < 0 {
+			if err := sc.text(body[pos:]); err != nil {
+				return envelope{}, err
+			}
 			break
 		}
+		if err := sc.text(body[pos : pos+next]); err != nil {
+			return envelope{}, err
+		}
 		pos += next
-		rest := body[pos:]
-		var n int
-		var err error
-		// One byte tells the kind of markup, so an ordinary tag costs no
-		// prefix comparisons.
-		var kind byte
-		if len(rest) > 1 {
-			kind = rest[1]
-		}
-		switch {
-		case kind == '!' && bytes.HasPrefix(rest, cdataOpen):
-			var data []byte
-			data, n, err = skipTo(rest, cdataOpen, cdataClose, "CDATA section")
-			if err == nil && depth == 0 {
-				err = fmt.Errorf("%w: text outside <xml>", ErrMalformed)
-			}
-			if err == nil && inEncrypt {
-				err = enc.addCDATA(data)
-			}
-		case kind == '!' && bytes.HasPrefix(rest, commentOpen):
-			_, n, err = skipTo(rest, commentOpen, commentClose, "comment")
-			if err == nil && inEncrypt {
-				err = fmt.Errorf("%w: Encrypt holds a comment", ErrMalformed)
-			}
-		case kind == '!':
-			// A DOCTYPE could declare entities; WeChat never sends one.
-			err = fmt.Errorf("%w: directives are not accepted", ErrMalformed)
-		case kind == '?':
-			_, n, err = skipTo(rest, piOpen, piClose, "processing instruction")
-			if err == nil && inEncrypt {
-				err = fmt.Errorf("%w: Encrypt holds a processing instruction", ErrMalformed)
-			}
-		case kind == '/':
-			var name []byte
-			name, n, err = endTag(rest)
-			if err != nil {
-				break
-			}
-			if depth == 0 || !bytes.Equal(stack[depth-1], name) {
-				err = fmt.Errorf("%w: unexpected </%s>", ErrMalformed, clip(name))
-				break
-			}
-			if inEncrypt {
-				if env.encrypt, err = enc.value(); err != nil {
-					break
-				}
-				inEncrypt = false
-			}
-			depth--
-			rootDone = depth == 0
-		default:
-			var name []byte
-			var empty bool
-			name, empty, n, err = startTag(rest)
-			if err != nil {
-				break
-			}
-			switch {
-			case rootDone:
-				err = fmt.Errorf("%w: content after </xml>", ErrMalformed)
-			case depth == 0 && string(name) != "xml":
-				err = fmt.Errorf("%w: root element is <%s>, want <xml>", ErrMalformed, clip(name))
-			case depth >= maxDepth:
-				err = fmt.Errorf("%w: nested deeper than %d", ErrMalformed, maxDepth)
-			case inEncrypt:
-				err = fmt.Errorf("%w: Encrypt holds an element", ErrMalformed)
-			}
-			if err != nil {
-				break
-			}
-			switch local := localName(name); {
-			case string(local) == "Encrypt" && depth != 1:
-				err = fmt.Errorf("%w: Encrypt is not directly under <xml>", ErrMalformed)
-			case string(local) == "Encrypt" && env.hasEncrypt:
-				err = fmt.Errorf("%w: more than one Encrypt element", ErrMalformed)
-			case string(local) == "Encrypt":
-				env.hasEncrypt, inEncrypt, enc = true, !empty, encryptValue{}
-			case string(local) == "MsgType" && depth == 1:
-				env.compatible = true
-			}
-			if err != nil || empty {
-				rootDone = rootDone || depth == 0
-				break
-			}
-			stack[depth] = name
-			depth++
-		}
+		n, err := sc.markup(body[pos:])
 		if err != nil {
-			return env, err
+			return envelope{}, err
 		}
 		pos += n
 	}
 	switch {
-	case !rootDone && depth == 0:
-		return env, fmt.Errorf("%w: no <xml> element", ErrMalformed)
-	case !rootDone:
-		return env, fmt.Errorf("%w: <%s> is not closed", ErrMalformed, clip(stack[depth-1]))
+	case !sc.rootDone && sc.depth == 0:
+		return envelope{}, fmt.Errorf("%w: no <xml> element", ErrMalformed)
+	case !sc.rootDone:
+		return envelope{}, fmt.Errorf("%w: <%s> is not closed", ErrMalformed, clip(sc.stack[sc.depth-1]))
 	}
-	return env, nil
+	return sc.env, nil
+}
+
+// envelopeScanner is scanEnvelope's state between two pieces of markup.
+type envelopeScanner struct {
+	env       envelope
+	stack     [maxDepth][]byte // open elements' names, slices of the body
+	depth     int
+	rootDone  bool
+	inEncrypt bool
+	enc       encryptValue
+}
+
+// text takes the text between two pieces of markup.
+func (sc *envelopeScanner) text(t []byte) error {
+	switch {
+	case sc.depth == 0 && !isBlank(t):
+		return fmt.Errorf("%w: text outside <xml>", ErrMalformed)
+	case sc.inEncrypt:
+		return sc.enc.addText(t)
+	}
+	return nil
+}
+
+// markup takes the markup at the start of rest, which starts with '<',
+// and returns its length.
+func (sc *envelopeScanner) markup(rest []byte) (int, error) {
+	// One byte tells the kind, so an ordinary tag costs no prefix
+	// comparisons.
+	var kind byte
+	if len(rest) > 1 {
+		kind = rest[1]
+	}
+	switch {
+	case kind == '!' && bytes.HasPrefix(rest, cdataOpen):
+		data, n, err := skipTo(rest, cdataOpen, cdataClose, "CDATA section")
+		switch {
+		case err != nil:
+			return 0, err
+		case sc.depth == 0:
+			return 0, fmt.Errorf("%w: text outside <xml>", ErrMalformed)
+		case sc.inEncrypt:
+			sc.enc.addCDATA(data)
+		}
+		return n, nil
+	case kind == '!' && bytes.HasPrefix(rest, commentOpen):
+		_, n, err := skipTo(rest, commentOpen, commentClose, "comment")
+		if err == nil && sc.inEncrypt {
+			err = fmt.Errorf("%w: Encrypt holds a comment", ErrMalformed)
+		}
+		return n, err
+	case kind == '!':
+		// A DOCTYPE could declare entities; WeChat never sends one.
+		return 0, fmt.Errorf("%w: directives are not accepted", ErrMalformed)
+	case kind == '?':
+		_, n, err := skipTo(rest, piOpen, piClose, "processing instruction")
+		if err == nil && sc.inEncrypt {
+			err = fmt.Errorf("%w: Encrypt holds a processing instruction", ErrMalformed)
+		}
+		return n, err
+	case kind == '/':
+		return sc.end(rest)
+	}
+	return sc.start(rest)
+}
+
+// start takes a start tag (or an empty element's tag).
+func (sc *envelopeScanner) start(rest []byte) (int, error) {
+	name, empty, n, err := startTag(rest)
+	switch {
+	case err != nil:
+		return 0, err
+	case sc.rootDone:
+		return 0, fmt.Errorf("%w: content after </xml>", ErrMalformed)
+	case sc.depth == 0 && string(name) != "xml":
+		return 0, fmt.Errorf("%w: root element is <%s>, want <xml>", ErrMalformed, clip(name))
+	case sc.depth >= maxDepth:
+		return 0, fmt.Errorf("%w: nested deeper than %d", ErrMalformed, maxDepth)
+	case sc.inEncrypt:
+		return 0, fmt.Errorf("%w: Encrypt holds an element", ErrMalformed)
+	}
+	switch local := string(localName(name)); {
+	case local == "Encrypt" && sc.depth != 1:
+		return 0, fmt.Errorf("%w: Encrypt is not directly under <xml>", ErrMalformed)
+	case local == "Encrypt" && sc.env.hasEncrypt:
+		return 0, fmt.Errorf("%w: more than one Encrypt element", ErrMalformed)
+	case local == "Encrypt":
+		sc.env.hasEncrypt, sc.inEncrypt = true, !empty
+	case local == "MsgType" && sc.depth == 1:
+		sc.env.compatible = true
+	}
+	if empty {
+		sc.rootDone = sc.depth == 0
+		return n, nil
+	}
+	sc.stack[sc.depth] = name
+	sc.depth++
+	return n, nil
+}
+
+// end takes an end tag, which must close the innermost open element.
+func (sc *envelopeScanner) end(rest []byte) (int, error) {
+	name, n, err := endTag(rest)
+	if err != nil {
+		return 0, err
+	}
+	if sc.depth == 0 || !bytes.Equal(sc.stack[sc.depth-1], name) {
+		return 0, fmt.Errorf("%w: unexpected </%s>", ErrMalformed, clip(name))
+	}
+	if sc.inEncrypt {
+		if sc.env.encrypt, err = sc.enc.value(); err != nil {
+			return 0, err
+		}
+		sc.inEncrypt = false
+	}
+	sc.depth--
+	sc.rootDone = sc.depth == 0
+	return n, nil
 }
 
 var (
@@ -193,10 +208,9 @@ func (v *encryptValue) addText(text []byte) error {
 	return nil
 }
 
-func (v *encryptValue) addCDATA(data []byte) error {
+func (v *encryptValue) addCDATA(data []byte) {
 	v.cdata = data
 	v.sections++
-	return nil
 }
 
 func (v *encryptValue) value() (string, error) {
