@@ -69,7 +69,7 @@ func hostileBody(encrypted bool) []byte {
 // BenchmarkBadSignature1MiB measures what an anonymous request with a
 // wrong signature and a 1 MiB body costs: it must be refused before the
 // body is parsed (the plaintext signature covers no body; msg_signature
-// needs only the Encrypt value). Recorded in BENCHMARKS.md.
+// needs only the Encrypt value).
 func BenchmarkBadSignature1MiB(b *testing.B) {
 	ts := testTimestamp()
 	for _, tt := range []struct {

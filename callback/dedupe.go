@@ -28,7 +28,9 @@ type Instances interface {
 	Self() string
 	// Alive reports whether the process id may still answer its claims.
 	// It is asked at every poll (dedupePoll) while a retry waits, so a
-	// networked implementation should answer from a cache.
+	// networked implementation should answer from a cache; never about
+	// Self, nor about claims that name no process (they are dead). When
+	// it fails, the claimer is taken as alive.
 	Alive(ctx context.Context, id string) (bool, error)
 }
 
