@@ -1,6 +1,7 @@
 package callback
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -95,16 +96,54 @@ type Message struct {
 
 // ParseMessage parses a decrypted (or plaintext) message body. Any
 // well-formed <xml> document is a message: unknown types and events are kept
-// with their fields in Raw, never refused. Errors wrap ErrMalformed.
+// with their fields in Raw, never refused, unless a field Message reads is
+// repeated or has child elements (see typedFields). Errors wrap
+// ErrMalformed.
 func ParseMessage(data []byte) (*Message, error) {
 	fields, err := parseFields(data)
 	if err != nil {
 		return nil, err
 	}
-	return messageFromFields(fields), nil
+	return messageFromFields(fields)
 }
 
-func messageFromFields(f map[string]any) *Message {
+// typedFields are the top-level elements Message reads into typed fields.
+// Each must appear at most once and hold only text. A repeated one is
+// ambiguous: its typed field would be empty while Raw holds a list, so a
+// message could be deduped under another identity than the one a
+// subscriber sees (two MsgIds), or answered to nobody (two FromUserNames).
+// Other elements may repeat or nest, at the top level (Raw keeps a list)
+// and inside containers (SendPicsInfo, ScanCodeInfo, CopyrightCheckResult).
+var typedFields = []string{
+	"ToUserName", "FromUserName", "CreateTime", "MsgType", "MsgId", "MsgID",
+	"Content", "PicUrl", "MediaId", "Format", "Recognition", "ThumbMediaId",
+	"Location_X", "Location_Y", "Scale", "Label", "Title", "Description", "Url",
+	"Event", "EventKey", "Ticket", "Latitude", "Longitude", "Precision",
+}
+
+// checkTyped refuses a message whose typed fields are ambiguous.
+func checkTyped(f map[string]any) error {
+	for _, name := range typedFields {
+		switch f[name].(type) {
+		case nil, string:
+		case []any:
+			return fmt.Errorf("%w: <%s> appears more than once", ErrMalformed, name)
+		default:
+			return fmt.Errorf("%w: <%s> has child elements", ErrMalformed, name)
+		}
+	}
+	// Some events spell MsgId as MsgID; with both, which one names the
+	// message would be a guess.
+	if a, b := text(f, "MsgId"), text(f, "MsgID"); a != "" && b != "" && strings.TrimSpace(a) != strings.TrimSpace(b) {
+		return fmt.Errorf("%w: MsgId and MsgID differ", ErrMalformed)
+	}
+	return nil
+}
+
+func messageFromFields(f map[string]any) (*Message, error) {
+	if err := checkTyped(f); err != nil {
+		return nil, err
+	}
 	id := func(name string) string { return strings.TrimSpace(text(f, name)) }
 	m := &Message{
 		ToUserName:   id("ToUserName"),
@@ -146,7 +185,7 @@ func messageFromFields(f map[string]any) *Message {
 	case m.IsEvent(EventScan):
 		m.Scene = m.EventKey
 	}
-	return m
+	return m, nil
 }
 
 // IsEvent reports whether m is the event name (case-insensitively: WeChat

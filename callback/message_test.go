@@ -201,6 +201,10 @@ func TestParseMessageRejectsMalformed(t *testing.T) {
 		"attribute unquoted":  `<xml a=b></xml>`,
 		"just a declaration":  `<?xml version="1.0"?>`,
 		"text before the xml": `hello<xml></xml>`,
+		"two MsgIds":          `<xml><MsgId>1</MsgId><MsgId>2</MsgId></xml>`,
+		"two FromUserNames":   `<xml><FromUserName>a</FromUserName><FromUserName>b</FromUserName></xml>`,
+		"nested ToUserName":   `<xml><ToUserName><a>gh</a></ToUserName></xml>`,
+		"MsgId and MsgID":     `<xml><MsgId>1</MsgId><MsgID>2</MsgID></xml>`,
 	}
 	for name, body := range tests {
 		t.Run(name, func(t *testing.T) {

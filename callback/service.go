@@ -52,6 +52,14 @@ type Config struct {
 	// Logger receives one line per message (type, event and ids only,
 	// never contents) and problems; nil discards.
 	Logger *slog.Logger
+	// Instances tells which processes sharing the store are alive, so that
+	// a message whose first delivery was being answered by a process that
+	// crashed is dispatched again on WeChat's retry. Nil means only this
+	// process is alive, right when no other process uses the store
+	// (Badger); with several instances on one store (Redis) it must know
+	// them all, or a retry reaching one instance would take over another's
+	// claim and dispatch twice.
+	Instances Instances
 }
 
 // Service answers WeChat's pushes. It is safe for concurrent use.
@@ -60,6 +68,9 @@ type Service struct {
 	crypters   []*Crypter // current key first, then the previous one
 	dispatcher *Dispatcher
 	store      Store
+	instances  Instances
+	// claimRecord is this process's dedupe claim, "p" + its instance id.
+	claimRecord []byte
 
 	replyTimeout time.Duration
 	window       time.Duration
@@ -86,7 +97,15 @@ func New(store Store, d *Dispatcher, cfg Config) (*Service, error) {
 		now:          cfg.Now,
 		random:       cfg.Random,
 		log:          cfg.Logger,
+		instances:    cfg.Instances,
 	}
+	if s.instances == nil {
+		s.instances = soleInstance(processInstance())
+	}
+	if s.instances.Self() == "" {
+		return nil, errors.New("callback: Instances.Self is empty")
+	}
+	s.claimRecord = append([]byte{recordPending}, s.instances.Self()...)
 	for _, key := range []string{cfg.EncodingAESKey, cfg.PreviousEncodingAESKey} {
 		if key == "" {
 			continue
@@ -174,7 +193,9 @@ type inbound struct {
 // request that is not a valid push (see the Err variables); for a valid
 // one it always returns an answer within the reply timeout, "success" when
 // there is no reply, the reply failed, or it was not ready in time. A retry
-// or replay of a message gets the first answer again and is not dispatched.
+// or replay of a message gets the first answer again and is not dispatched,
+// unless the process that was answering the first delivery died: then one
+// retry dispatches it again.
 func (s *Service) Handle(ctx context.Context, q Query, body []byte) (*Answer, error) {
 	deadline := time.Now().Add(s.replyTimeout)
 	in, err := s.open(q, body)
@@ -190,9 +211,12 @@ func (s *Service) Handle(ctx context.Context, q Query, body []byte) (*Answer, er
 	key := dedupeKey(msg)
 	first, stored := s.claim(ctx, key)
 	if !first {
-		out := s.stored(ctx, key, deadline)
-		s.log.Info("callback duplicate answered from store", logAttrs...)
-		return &Answer{Body: out, Duplicate: true}, nil
+		out, takenOver := s.stored(ctx, key, deadline)
+		if !takenOver {
+			s.log.Info("callback duplicate answered from store", logAttrs...)
+			return &Answer{Body: out, Duplicate: true}, nil
+		}
+		s.log.Warn("callback retry took over the claim of a dead instance, dispatching again", logAttrs...)
 	}
 	out, source, replyType := s.answer(ctx, in, deadline)
 	if stored {
@@ -203,40 +227,75 @@ func (s *Service) Handle(ctx context.Context, q Query, body []byte) (*Answer, er
 	return &Answer{Body: out}, nil
 }
 
-// open verifies, decrypts and parses a push. Encrypted means encrypt_type
-// is aes or the body has an Encrypt node (compatible mode sends both
-// plaintext fields and Encrypt; the plaintext fields are not covered by
-// msg_signature, so only the decrypted message is used).
+// open verifies, decrypts and parses a push, checking first what costs
+// nothing, so that an anonymous body is never parsed before a signature
+// vouches for it: the plaintext signature covers no body at all, and
+// msg_signature needs only the Encrypt value, which scanEnvelope finds
+// without parsing.
+//
+// Encrypted means encrypt_type is aes, or msg_signature is present and
+// the body mentions Encrypt (compatible mode sends plaintext fields and
+// Encrypt; the plaintext fields are not covered by msg_signature, so only
+// the decrypted message is used).
 func (s *Service) open(q Query, body []byte) (*inbound, error) {
-	outer, err := parseFields(body)
+	if strings.EqualFold(q.EncryptType, "aes") || (q.MsgSignature != "" && bytes.Contains(body, []byte("Encrypt"))) {
+		return s.openEncrypted(q, body)
+	}
+	return s.openPlaintext(q, body)
+}
+
+// openPlaintext checks the signature and the timestamp, then parses.
+func (s *Service) openPlaintext(q Query, body []byte) (*inbound, error) {
+	if !CheckSignature(q.Signature, s.token, q.Timestamp, q.Nonce) {
+		return nil, ErrSignature
+	}
+	if err := s.checkTimestamp(q.Timestamp); err != nil {
+		return nil, err
+	}
+	if len(s.crypters) > 0 {
+		// Refused whatever it holds; the scan only tells the sender
+		// which mistake it made, without the cost of a parse.
+		env, err := scanEnvelope(body)
+		switch {
+		case err != nil:
+			return nil, err
+		case env.hasEncrypt:
+			return nil, errNoMsgSignature
+		}
+		return nil, ErrPlaintext
+	}
+	fields, err := parseFields(body)
 	if err != nil {
 		return nil, err
 	}
-	encNode, hasEnc := outer["Encrypt"]
-	if !hasEnc && !strings.EqualFold(q.EncryptType, "aes") {
-		if !CheckSignature(q.Signature, s.token, q.Timestamp, q.Nonce) {
-			return nil, ErrSignature
-		}
-		if err := s.checkTimestamp(q.Timestamp); err != nil {
-			return nil, err
-		}
-		if len(s.crypters) > 0 {
-			return nil, ErrPlaintext
-		}
-		return &inbound{msg: messageFromFields(outer), mode: modePlaintext}, nil
+	if _, ok := fields["Encrypt"]; ok {
+		return nil, errNoMsgSignature
 	}
+	msg, err := messageFromFields(fields)
+	if err != nil {
+		return nil, err
+	}
+	return &inbound{msg: msg, mode: modePlaintext}, nil
+}
 
-	encrypt, _ := encNode.(string)
-	encrypt = strings.TrimSpace(encrypt)
-	if encrypt == "" {
+// errNoMsgSignature is the classic mistake of checking signature on an
+// encrypted message: it does not cover the body.
+var errNoMsgSignature = fmt.Errorf("%w: msg_signature is missing", ErrSignature)
+
+// openEncrypted checks msg_signature over the Encrypt value and the
+// timestamp, then decrypts and parses the message inside.
+func (s *Service) openEncrypted(q Query, body []byte) (*inbound, error) {
+	if q.MsgSignature == "" {
+		return nil, errNoMsgSignature
+	}
+	env, err := scanEnvelope(body)
+	if err != nil {
+		return nil, err
+	}
+	if env.encrypt == "" {
 		return nil, fmt.Errorf("%w: encrypted message without an Encrypt value", ErrMalformed)
 	}
-	if q.MsgSignature == "" {
-		// The classic mistake is to check signature here: it does not
-		// cover the body.
-		return nil, fmt.Errorf("%w: msg_signature is missing", ErrSignature)
-	}
-	if !CheckSignature(q.MsgSignature, s.token, q.Timestamp, q.Nonce, encrypt) {
+	if !CheckSignature(q.MsgSignature, s.token, q.Timestamp, q.Nonce, env.encrypt) {
 		return nil, ErrSignature
 	}
 	if err := s.checkTimestamp(q.Timestamp); err != nil {
@@ -245,7 +304,7 @@ func (s *Service) open(q Query, body []byte) (*inbound, error) {
 	if len(s.crypters) == 0 {
 		return nil, ErrNoKey
 	}
-	plain, c, err := s.decrypt(encrypt)
+	plain, c, err := s.decrypt(env.encrypt)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +313,7 @@ func (s *Service) open(q Query, body []byte) (*inbound, error) {
 		return nil, fmt.Errorf("decrypted message: %w", err)
 	}
 	in := &inbound{msg: msg, mode: modeSafe, crypter: c}
-	if text(outer, "MsgType") != "" {
+	if env.compatible {
 		in.mode = modeCompatible
 	}
 	if c != s.crypters[0] {

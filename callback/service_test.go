@@ -234,6 +234,40 @@ func TestHandleRejects(t *testing.T) {
 		{"decrypted body malformed", func(t *testing.T) (Query, []byte) {
 			return sealRequest(t, asSafe, testKey, testAppID, "<xml><Content>", ts, "n")
 		}, nil, ErrMalformed},
+		// What needs no body is checked before the body is looked at.
+		{"plaintext, bad signature and a malformed body", func(t *testing.T) (Query, []byte) {
+			return plainRequest("wrongtoken", ts, "n"), []byte("<xml><MsgType>text</xml>")
+		}, plaintextOnly, ErrSignature},
+		{"plaintext, stale and a malformed body", func(t *testing.T) (Query, []byte) {
+			return plainRequest(testToken, stale, "n"), []byte("<xml><MsgType>text</xml>")
+		}, plaintextOnly, ErrStale},
+		{"safe, bad msg_signature and an envelope the parser would refuse", func(t *testing.T) (Query, []byte) {
+			q, body := sealRequest(t, asSafe, testKey, testAppID, msg, ts, "n")
+			q.MsgSignature = Signature("wrongtoken", ts, "n")
+			return q, []byte(strings.Replace(string(body), "<Encrypt>", "<Junk>&nbsp;\x00</Junk><Encrypt>", 1))
+		}, nil, ErrSignature},
+		{"safe, two Encrypt elements, the first signed", func(t *testing.T) (Query, []byte) {
+			q, body := sealRequest(t, asSafe, testKey, testAppID, msg, ts, "n")
+			_, other := sealRequest(t, asSafe, testKey, testAppID, textXML("2002", "x"), ts, "n")
+			second := other[strings.Index(string(other), "<Encrypt>"):strings.Index(string(other), "</xml>")]
+			return q, []byte(strings.Replace(string(body), "</xml>", string(second)+"</xml>", 1))
+		}, nil, ErrMalformed},
+		{"safe, Encrypt not directly under the root", func(t *testing.T) (Query, []byte) {
+			q, body := sealRequest(t, asSafe, testKey, testAppID, msg, ts, "n")
+			b := strings.Replace(string(body), "<Encrypt>", "<A><Encrypt>", 1)
+			return q, []byte(strings.Replace(b, "</Encrypt>", "</Encrypt></A>", 1))
+		}, nil, ErrMalformed},
+		{"plaintext with a key set, malformed body", func(t *testing.T) (Query, []byte) {
+			return plainRequest(testToken, ts, "n"), []byte("<xml><MsgType>text</xml>")
+		}, nil, ErrMalformed},
+		{"plaintext with a key set, an Encrypt but no msg_signature", func(t *testing.T) (Query, []byte) {
+			_, body := sealRequest(t, asSafe, testKey, testAppID, msg, ts, "n")
+			return plainRequest(testToken, ts, "n"), body
+		}, nil, ErrSignature},
+		{"plaintext without a key, an Encrypt but no msg_signature", func(t *testing.T) (Query, []byte) {
+			_, body := sealRequest(t, asSafe, testKey, testAppID, msg, ts, "n")
+			return plainRequest(testToken, ts, "n"), body
+		}, plaintextOnly, ErrSignature},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -505,10 +539,10 @@ type failingStore struct{}
 var errStoreDown = errors.New("store down")
 
 func (failingStore) Get(context.Context, string) ([]byte, error) { return nil, errStoreDown }
-func (failingStore) Put(context.Context, string, []byte, time.Duration) error {
-	return errStoreDown
-}
 func (failingStore) PutIfAbsent(context.Context, string, []byte, time.Duration) (bool, error) {
+	return false, errStoreDown
+}
+func (failingStore) CompareAndSwap(context.Context, string, []byte, []byte, time.Duration) (bool, error) {
 	return false, errStoreDown
 }
 
@@ -577,5 +611,124 @@ func TestPlaintextRefusedWhenKeyConfigured(t *testing.T) {
 	q.EchoStr = "echo"
 	if got, err := s.Verify(q); err != nil || got != "echo" {
 		t.Fatalf("verify with a key set: %q %v", got, err)
+	}
+}
+
+// In compatible mode only the encrypted copy counts: the plaintext one is
+// not covered by msg_signature, so it is not even parsed, and an Encrypt
+// in a user's text is text.
+func TestHandleCompatibleIgnoresPlaintextCopy(t *testing.T) {
+	s := newTestService(t, echoRules, nil)
+	ts := testTimestamp()
+	q, safe := sealRequest(t, asSafe, testKey, testAppID, textXML("2101", "ping"), ts, "n")
+	enc := string(safe[strings.Index(string(safe), "<Encrypt>"):strings.Index(string(safe), "</xml>")])
+	body := `<xml><ToUserName><![CDATA[gh_other]]></ToUserName><MsgType>text</MsgType>` +
+		`<Content><![CDATA[<Encrypt><![CDATA[forged]]]]><![CDATA[></Encrypt>]]></Content><Label>&nbsp;</Label>` + enc + `</xml>`
+	ans, err := s.Handle(t.Context(), q, []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := ParseMessage(openReply(t, ans.Body, testKey, testAppID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply.Content != "pong" || reply.FromUserName != testAccount {
+		t.Fatalf("reply %+v", reply)
+	}
+	if !strings.Contains(s.logs.String(), "mode=compatible") {
+		t.Fatalf("mode not logged as compatible: %s", s.logs)
+	}
+}
+
+// A message whose identity or typed fields are repeated or nested is
+// ambiguous (which MsgId is it? whom to answer?): refused as malformed,
+// never dispatched, never answered from another message's record.
+func TestHandleRefusesAmbiguousFields(t *testing.T) {
+	ts := testTimestamp()
+	base := textXML("2201", "ping")
+	dup := func(elem string) string { return strings.Replace(base, "</xml>", elem+"</xml>", 1) }
+	tests := map[string]string{
+		"two MsgId":                        dup("<MsgId>2202</MsgId>"),
+		"two ToUserName":                   dup("<ToUserName><![CDATA[gh_other]]></ToUserName>"),
+		"two FromUserName":                 dup("<FromUserName><![CDATA[oOTHER]]></FromUserName>"),
+		"two MsgType":                      dup("<MsgType><![CDATA[event]]></MsgType>"),
+		"two CreateTime":                   dup("<CreateTime>1</CreateTime>"),
+		"two Content":                      dup("<Content><![CDATA[pong]]></Content>"),
+		"two Event":                        eventXML("subscribe", 1700000000, "<Event><![CDATA[unsubscribe]]></Event>"),
+		"FromUserName with an element":     strings.Replace(base, "<FromUserName><![CDATA["+testUser+"]]></FromUserName>", "<FromUserName><a>"+testUser+"</a></FromUserName>", 1),
+		"MsgId and MsgID differ":           dup("<MsgID>2203</MsgID>"),
+		"three MsgIds, an empty one first": strings.Replace(base, "<MsgId>", "<MsgId></MsgId><MsgId>1</MsgId><MsgId>", 1),
+	}
+	for name, xml := range tests {
+		for _, encrypted := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, encrypted %v", name, encrypted), func(t *testing.T) {
+				var mutate func(*Config)
+				if !encrypted {
+					mutate = plaintextOnly
+				}
+				s := newTestService(t, echoRules, mutate)
+				var n atomic.Int32
+				s.SetSubscriber(subscriberFunc(func(context.Context, *Message) (*Reply, bool, error) {
+					n.Add(1)
+					return &Reply{Type: ReplyText, Content: "answer"}, true, nil
+				}))
+				send := func(xml string) (*Answer, error) {
+					if encrypted {
+						q, body := sealRequest(t, asSafe, testKey, testAppID, xml, ts, "n")
+						return s.Handle(t.Context(), q, body)
+					}
+					return s.Handle(t.Context(), plainRequest(testToken, ts, "n"), []byte(xml))
+				}
+				// The well-formed message first, so a wrong dedupe would
+				// answer the ambiguous one from its record.
+				if _, err := send(base); err != nil {
+					t.Fatal(err)
+				}
+				ans, err := send(xml)
+				if !errors.Is(err, ErrMalformed) {
+					t.Fatalf("err %v (answer %+v), want ErrMalformed", err, ans)
+				}
+				if n.Load() != 1 {
+					t.Fatalf("dispatched %d times, want once (the well-formed message)", n.Load())
+				}
+			})
+		}
+	}
+}
+
+// Repetition that is not ambiguous keeps working: children repeated inside
+// containers, an element Message does not read repeated at the top, and
+// MsgId and MsgID together when they agree.
+func TestHandleKeepsUnambiguousRepetition(t *testing.T) {
+	tests := map[string]struct {
+		xml   string
+		check func(*Message) bool
+	}{
+		"pic_sysphoto items": {eventXML("pic_sysphoto", 1700000000, `<EventKey><![CDATA[6]]></EventKey><SendPicsInfo><Count>2</Count><PicList><item><PicMd5Sum><![CDATA[a]]></PicMd5Sum></item><item><PicMd5Sum><![CDATA[b]]></PicMd5Sum></item></PicList></SendPicsInfo>`),
+			func(m *Message) bool {
+				items, _ := m.Raw["SendPicsInfo"].(map[string]any)["PicList"].(map[string]any)["item"].([]any)
+				return len(items) == 2 && m.EventKey == "6"
+			}},
+		"an unknown element repeated": {strings.Replace(textXML("2301", "ping"), "</xml>", "<Extra>a</Extra><Extra>b</Extra></xml>", 1),
+			func(m *Message) bool { l, _ := m.Raw["Extra"].([]any); return len(l) == 2 && m.MsgID == "2301" }},
+		"MsgId and MsgID agree": {strings.Replace(textXML("2302", "ping"), "</xml>", "<MsgID> 2302 </MsgID></xml>", 1),
+			func(m *Message) bool { return m.MsgID == "2302" }},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			s := newTestService(t, echoRules, nil)
+			got := make(chan *Message, 1)
+			s.SetSubscriber(subscriberFunc(func(_ context.Context, m *Message) (*Reply, bool, error) {
+				got <- m
+				return nil, true, nil
+			}))
+			q, body := sealRequest(t, asSafe, testKey, testAppID, tt.xml, testTimestamp(), "n")
+			if _, err := s.Handle(t.Context(), q, body); err != nil {
+				t.Fatal(err)
+			}
+			if m := <-got; !tt.check(m) || m.FromUserName != testUser || m.ToUserName != testAccount {
+				t.Fatalf("message %+v", m)
+			}
+		})
 	}
 }
