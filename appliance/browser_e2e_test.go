@@ -2,6 +2,7 @@ package appliance_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -29,6 +30,9 @@ func findChromium(t *testing.T) string {
 	if os.Getenv("WXAPPLIANCE_REQUIRE_CHROMIUM") == "1" {
 		t.Fatal(msg)
 	}
+	// t.Skip's message shows only with -v; a browser test that silently
+	// did not run would look like one that passed.
+	fmt.Fprintln(os.Stderr, "SKIP "+t.Name()+": "+msg)
 	t.Skip(msg)
 	return ""
 }

@@ -60,12 +60,27 @@ code { background: #f2f2f2; padding: 0 .2rem; }
 <p><a href="push" id="push-link">发送测试消息或事件 Push a test message or event</a> 到本服务的回调地址，查看回复规则的效果。</p>
 </div>
 <div class="card">
+<h2>素材 Media</h2>
+<p>cgi-bin/media/get（及 /offiaccount/media）认识这些 media_id。These media ids exist:</p>
+<ul>
+<li><code>sandbox-image</code> 小图片 a small JPEG</li>
+<li><code>sandbox-voice</code> 语音 AMR audio</li>
+<li><code>sandbox-video</code> 视频，返回 {"video_url": ...} a video, answered with its URL as WeChat does</li>
+<li><code>sandbox-64k</code> 64 KiB JPEG，用于压测 for load tests</li>
+<li><code>sandbox-big</code> 略大于 10 MiB 的 JPEG，用于测试大小上限 just over 10 MiB, for the size cap</li>
+</ul>
+<p class="muted">其它 id 返回 40007 invalid media_id. Any other id answers 40007.</p>
+</div>
+<div class="card">
 <h2>控制 Control</h2>
 <ul>
-<li><a href="_control/stats">_control/stats</a> 调用计数 call counts</li>
-<li><a href="_control/users">_control/users</a> 测试用户 test users (JSON)</li>
+<li><a href="_control/stats">_control/stats</a> 调用计数 call counts (GET)</li>
+<li><a href="_control/users">_control/users</a> 测试用户 test users (GET, JSON)</li>
 </ul>
-<p class="muted">POST _control/fault, _control/clear, _control/expire, _control/reset</p>
+<p class="muted">POST <code>_control/fault</code> {"endpoint":"cgi-bin/user/info","hang":true,"times":1}: 注入故障 inject a fault (hang, status, errcode, malformed, latency_ms, times);
+POST <code>_control/clear</code>: 清除故障 faults off;
+POST <code>_control/expire</code>: 所有令牌过期 every token expires;
+POST <code>_control/reset</code>: 调用计数清零 counts back to zero.</p>
 </div>
 {{template "foot"}}{{end}}
 
