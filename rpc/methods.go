@@ -27,6 +27,7 @@ func (s *Server) methodTable() map[string]method {
 	return map[string]method{
 		"session.openid":     {s.sessionOpenID, call},
 		"session.user":       {s.sessionUser, call},
+		"session.revoke":     {s.sessionRevoke, call},
 		"ticket.redeem":      {s.ticketRedeem, call},
 		"user.get":           {s.userGet, call},
 		"media.get":          {s.mediaGet, slow},
@@ -70,6 +71,25 @@ func (s *Server) sessionUser(ctx context.Context, _ *conn, raw json.RawMessage) 
 		return nil, err
 	}
 	return wire.RawObject(info)
+}
+
+// sessionRevoke: {session} -> {revoked}: the session ends, as with
+// POST /auth/logout, wherever its id was copied; revoked is false when
+// there was none (already ended, expired or never existed).
+func (s *Server) sessionRevoke(ctx context.Context, _ *conn, raw json.RawMessage) (any, error) {
+	var p struct {
+		Session string `json:"session"`
+	}
+	if err := decodeParams(raw, &p, required("session", &p.Session)); err != nil {
+		return nil, err
+	}
+	revoked, err := s.svc.Sessions.Revoke(ctx, p.Session)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		Revoked bool `json:"revoked"`
+	}{revoked}, nil
 }
 
 // ticketRedeem: {ticket} -> {openid, unionid?, scope}, once per ticket.

@@ -46,6 +46,24 @@ func TestSessionOpenID(t *testing.T) {
 	callErr(t, c, "session.nope", nil, rpc.CodeMethodNotFound, 404)
 }
 
+func TestSessionRevoke(t *testing.T) {
+	e := newEnv(t)
+	c := e.dial()
+	id := e.login(sandbox.OpenIDZhangsan, oauth.ScopeBase)
+
+	var got struct{ Revoked bool }
+	call(t, c, "session.revoke", map[string]string{"session": id}, &got)
+	if !got.Revoked {
+		t.Fatal("a live session was not revoked")
+	}
+	callErr(t, c, "session.openid", map[string]string{"session": id}, rpc.CodeNotLoggedIn, 401)
+	call(t, c, "session.revoke", map[string]string{"session": id}, &got)
+	if got.Revoked {
+		t.Fatal("revoked twice")
+	}
+	callErr(t, c, "session.revoke", nil, rpc.CodeInvalidParams, 400)
+}
+
 func TestSessionUser(t *testing.T) {
 	e := newEnv(t)
 	c := e.dial()

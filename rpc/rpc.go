@@ -31,6 +31,7 @@ type Sessions interface {
 	Lookup(ctx context.Context, id string) (oauth.Session, error)
 	UserInfo(ctx context.Context, id string) (json.RawMessage, error)
 	RedeemTicket(ctx context.Context, ticket string) (oauth.Login, error)
+	Revoke(ctx context.Context, id string) (bool, error)
 }
 
 // App is what the rpc server needs of oauth.App.
