@@ -82,6 +82,9 @@ func (a *Appliance) authCode(w http.ResponseWriter, r *http.Request) error {
 	if done.Ticket != "" {
 		target = appendQuery(target, "wx_ticket", done.Ticket)
 	}
+	if done.Snapshot {
+		target = appendQuery(target, "wx_snapshot", "1")
+	}
 	http.Redirect(w, r, target, http.StatusFound)
 	return nil
 }

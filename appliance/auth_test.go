@@ -657,3 +657,29 @@ func TestNoCookieHint(t *testing.T) {
 		t.Fatal("a cookie for an unknown session is not a missing cookie")
 	}
 }
+
+// A visitor in WeChat's snapshot mode (a page opened from a share in
+// Moments) has a virtual openid: no session, nothing stored, and the page
+// learns it with wx_snapshot=1 so it can ask for the full page.
+func TestSnapshotVisitorGetsNoSession(t *testing.T) {
+	h := newHarness(t)
+	b := h.browser()
+	resp := b.login(sandbox.OpenIDSnapshot)
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("/auth/code: %d %s", resp.StatusCode, resp.body)
+	}
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || loc.Query().Get("wx_snapshot") != "1" || loc.Host != "app.example.com" || loc.Query().Get("x") != "1" {
+		t.Fatalf("redirect %q, want the return page with wx_snapshot=1", resp.Header.Get("Location"))
+	}
+	for _, c := range resp.Cookies() {
+		if c.Name == h.cfg.OAuth.SessionCookie {
+			t.Fatalf("snapshot visitor got a session cookie: %v", c)
+		}
+	}
+	if st, _ := b.get("/auth/user/openid").envelope(t); st != http.StatusUnauthorized {
+		t.Fatalf("snapshot visitor logged in: %d", st)
+	}
+	// A real login afterwards, from the full page, works as usual.
+	b.mustLogin(sandbox.OpenIDZhangsan)
+}

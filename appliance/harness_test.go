@@ -236,6 +236,7 @@ func (b *browser) startLogin(returnURL string, extra ...string) *url.URL {
 
 var userLink = regexp.MustCompile(`id="user-([^"]+)"[^>]*href="([^"]+)"`)
 var denyLink = regexp.MustCompile(`id="deny"[^>]*href="([^"]+)"`)
+var snapshotLink = regexp.MustCompile(`id="snapshot"[^>]*href="([^"]+)"`)
 
 // authorize plays the user on the sandbox's authorize page: picks openid
 // (or refuses when openid is "") and returns the appliance callback URL
@@ -258,6 +259,9 @@ func (b *browser) authorize(authorizeURL *url.URL, openid string) string {
 		if string(m[1]) == openid {
 			link = string(m[2])
 		}
+	}
+	if m := snapshotLink.FindSubmatch(page.body); m != nil && openid == sandbox.OpenIDSnapshot {
+		link = string(m[1])
 	}
 	if link == "" {
 		b.h.t.Fatalf("no link for %q on the authorize page", openid)

@@ -351,6 +351,9 @@ type Completion struct {
 	ReturnURL string
 	SessionID string // empty when the user refused to authorize
 	Ticket    string // set when the login asked for one
+	// Snapshot is a visitor in WeChat's snapshot mode: no session was
+	// created, the page should ask the user to open the full page.
+	Snapshot bool
 }
 
 // CompleteLogin finishes the login the browser holding binding started
@@ -358,7 +361,7 @@ type Completion struct {
 // fresh session and ends previous (the session the browser brought along,
 // which is never adopted), and issues a ticket when the login asked for
 // one. An empty code means the user refused: the browser returns still
-// logged out.
+// logged out. A visitor in snapshot mode gets no session either.
 func (s *Sessions) CompleteLogin(ctx context.Context, nonce, binding, code, previous string) (Completion, error) {
 	req, err := s.FinishLogin(ctx, nonce, binding)
 	if err != nil || code == "" {
@@ -367,6 +370,11 @@ func (s *Sessions) CompleteLogin(ctx context.Context, nonce, binding, code, prev
 	tok, err := s.web.Exchange(ctx, code)
 	if err != nil {
 		return Completion{}, err
+	}
+	if tok.Snapshot {
+		// A virtual openid no API accepts: nothing is stored for it, and
+		// the browser keeps whatever session it had.
+		return Completion{ReturnURL: req.ReturnURL, Snapshot: true}, nil
 	}
 	id, err := s.Create(ctx, tok)
 	if err != nil {

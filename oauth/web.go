@@ -42,6 +42,10 @@ type UserToken struct {
 	UnionID      string
 	Scope        string
 	ExpiresAt    time.Time
+	// Snapshot is a visitor in WeChat's snapshot mode (快照页, a page opened
+	// from a share in Moments): OpenID is virtual and the user has not
+	// really authorized anything.
+	Snapshot bool
 }
 
 // AuthorizeURL is the page the browser is sent to. WeChat matches it with
@@ -97,6 +101,7 @@ func (w *Web) tokenCall(ctx context.Context, path string, q url.Values) (UserTok
 		OpenID       string `json:"openid"`
 		UnionID      string `json:"unionid"`
 		Scope        string `json:"scope"`
+		Snapshot     int    `json:"is_snapshotuser"`
 	}
 	if err := w.client.CallJSON(ctx, Request{Path: path, Query: q}, &out); err != nil {
 		return UserToken{}, err
@@ -111,5 +116,6 @@ func (w *Web) tokenCall(ctx context.Context, path string, q url.Values) (UserTok
 		UnionID:      out.UnionID,
 		Scope:        out.Scope,
 		ExpiresAt:    w.now().Add(time.Duration(out.ExpiresIn) * time.Second),
+		Snapshot:     out.Snapshot == 1,
 	}, nil
 }

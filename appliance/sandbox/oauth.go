@@ -134,7 +134,8 @@ func (s *Sandbox) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	base := p.query(s.appID)
-	page := authorizePage{Scope: p.Scope, RedirectURI: p.RedirectURI, Deny: "authorize/confirm?" + base + "&deny=1"}
+	page := authorizePage{Scope: p.Scope, RedirectURI: p.RedirectURI, Deny: "authorize/confirm?" + base + "&deny=1",
+		Snapshot: "authorize/confirm?" + base + "&openid=" + OpenIDSnapshot}
 	for _, u := range users {
 		page.Users = append(page.Users, authorizeUser{
 			User: u,
@@ -167,6 +168,9 @@ func (s *Sandbox) handleAuthorizeConfirm(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	u, ok := findUser(q.Get("openid"))
+	if q.Get("openid") == OpenIDSnapshot {
+		u, ok = User{OpenID: OpenIDSnapshot}, true
+	}
 	if !ok {
 		s.authErrorPage(w, &authError{40003, "未知的测试用户 (unknown test user openid)"})
 		return
@@ -218,6 +222,9 @@ type snsTokenAnswer struct {
 	OpenID       string `json:"openid"`
 	Scope        string `json:"scope"`
 	UnionID      string `json:"unionid,omitempty"`
+	// IsSnapshotUser is 1 for a visitor in snapshot mode, whose openid is
+	// virtual.
+	IsSnapshotUser int `json:"is_snapshotuser,omitempty"`
 }
 
 // handleSNSAccessToken serves GET sns/oauth2/access_token: exchanges a code
@@ -265,6 +272,9 @@ func (s *Sandbox) handleSNSAccessToken(w http.ResponseWriter, r *http.Request) {
 	ans := snsTokenAnswer{
 		AccessToken: access, ExpiresIn: seconds(s.userTokenTTL), RefreshToken: refresh,
 		OpenID: c.OpenID, Scope: c.Scope,
+	}
+	if c.OpenID == OpenIDSnapshot {
+		ans.IsSnapshotUser = 1
 	}
 	if u, _ := findUser(c.OpenID); c.Scope == "snsapi_userinfo" {
 		// WeChat only reveals the unionid with the userinfo scope.

@@ -91,7 +91,8 @@ POST <code>_control/reset</code>: 调用计数清零 counts back to zero.</p>
 <p class="muted">Pick the test user who is at this browser. Scope: <code>{{.Scope}}</code></p>
 <p class="muted">将跳转到 Redirect to: {{.RedirectURI}}</p>
 {{range .Users}}<a class="btn" id="user-{{.OpenID}}" data-openid="{{.OpenID}}" href="{{.Link}}">以 {{.Nickname}} 身份授权</a>
-{{end}}<a class="btn deny" id="deny" href="{{.Deny}}">拒绝授权</a>
+{{end}}<a class="btn" id="snapshot" href="{{.Snapshot}}">以快照模式访客身份进入（朋友圈分享的快照页）</a>
+<a class="btn deny" id="deny" href="{{.Deny}}">拒绝授权</a>
 </div>
 {{template "foot"}}{{end}}
 
@@ -110,6 +111,7 @@ type authorizePage struct {
 	RedirectURI string
 	Users       []authorizeUser
 	Deny        string
+	Snapshot    string // the link for a visitor in snapshot mode
 }
 
 type authorizeUser struct {

@@ -13,6 +13,12 @@ const (
 	// OpenIDUnsubscribed is a user who authorizes web login but does not
 	// follow the account.
 	OpenIDUnsubscribed = OpenIDLisi
+
+	// OpenIDSnapshot is the virtual openid of a visitor in snapshot mode
+	// (快照页): a page opened from a share in Moments, before the user
+	// chose to open the full page. Its code exchange answers
+	// is_snapshotuser: 1; no API accepts the openid.
+	OpenIDSnapshot = "oSBX_snapshot_visitor"
 )
 
 // Nicknames of the test users, for assertions.
