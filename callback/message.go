@@ -27,7 +27,34 @@ const (
 	EventLocation    = "LOCATION"
 	EventClick       = "CLICK"
 	EventView        = "VIEW"
+
+	// Subscription notifications (订阅通知): the user answered the popup
+	// of wx-open-subscribe, changed a template in the account's settings,
+	// or a bizsend was delivered (or not).
+	EventSubscribeMsgPopup  = "subscribe_msg_popup_event"
+	EventSubscribeMsgChange = "subscribe_msg_change_event"
+	EventSubscribeMsgSent   = "subscribe_msg_sent_event"
 )
+
+// subscriptionContainers names the element holding the List items of each
+// subscription notification event.
+var subscriptionContainers = map[string]string{
+	EventSubscribeMsgPopup:  "SubscribeMsgPopupEvent",
+	EventSubscribeMsgChange: "SubscribeMsgChangeEvent",
+	EventSubscribeMsgSent:   "SubscribeMsgSentEvent",
+}
+
+// Subscription is one List item of a subscription notification event: a
+// template the user accepted or rejected (popup, change), or the outcome
+// of one bizsend (sent).
+type Subscription struct {
+	TemplateID  string `json:"template_id"`
+	Status      string `json:"status,omitempty"`       // SubscribeStatusString: "accept" or "reject" (popup, change)
+	PopupScene  string `json:"popup_scene,omitempty"`  // where the popup was shown (popup)
+	MsgID       string `json:"msg_id,omitempty"`       // the bizsend's msgid (sent)
+	ErrorCode   string `json:"error_code,omitempty"`   // "0" when delivered (sent)
+	ErrorStatus string `json:"error_status,omitempty"` // "success", "failed:user refuse", "failed:system failed" (sent)
+}
 
 // qrScenePrefix starts the EventKey of a subscribe through a parametric QR
 // code ("qrscene_123"); SCAN (already a follower) sends the bare value.
@@ -54,6 +81,7 @@ const qrScenePrefix = "qrscene_"
 //	  "ticket": "...",                    // QR code ticket (subscribe via QR, SCAN)
 //	  "scene": "123",                     // the QR scene value without "qrscene_" (subscribe via QR, SCAN)
 //	  "latitude": "23.13", "longitude": "113.26", "precision": "119.38",           // LOCATION event
+//	  "subscriptions": [{"template_id": "...", "status": "accept", ...}],        // subscribe_msg_*_event, see Subscription
 //	  "raw": {"ToUserName": "gh_...", ...} // every field as sent, see below
 //	}
 //
@@ -90,6 +118,8 @@ type Message struct {
 	Latitude  string `json:"latitude,omitempty"`
 	Longitude string `json:"longitude,omitempty"`
 	Precision string `json:"precision,omitempty"`
+
+	Subscriptions []Subscription `json:"subscriptions,omitempty"`
 
 	Raw map[string]any `json:"raw"`
 }
@@ -179,6 +209,9 @@ func messageFromFields(f map[string]any) (*Message, error) {
 	}
 	// A CreateTime that is not a number stays 0 here and intact in Raw.
 	m.CreateTime, _ = strconv.ParseInt(id("CreateTime"), 10, 64)
+	if m.MsgType == TypeEvent {
+		m.Subscriptions = subscriptions(f[subscriptionContainers[m.Event]])
+	}
 	switch {
 	case m.IsEvent(EventSubscribe) && strings.HasPrefix(m.EventKey, qrScenePrefix):
 		m.Scene = strings.TrimPrefix(m.EventKey, qrScenePrefix)
@@ -192,4 +225,35 @@ func messageFromFields(f map[string]any) (*Message, error) {
 // spells subscribe in lower case and the others in upper case).
 func (m *Message) IsEvent(name string) bool {
 	return m.MsgType == TypeEvent && strings.EqualFold(m.Event, name)
+}
+
+// subscriptions reads the List items of a subscription notification
+// event's container: one item is an object, several a list. Items that are
+// not elements are skipped: Raw still holds them.
+func subscriptions(container any) []Subscription {
+	c, ok := container.(map[string]any)
+	if !ok {
+		return nil
+	}
+	items, ok := c["List"].([]any)
+	if !ok {
+		items = []any{c["List"]}
+	}
+	var out []Subscription
+	for _, it := range items {
+		f, ok := it.(map[string]any)
+		if !ok {
+			continue
+		}
+		id := func(name string) string { return strings.TrimSpace(text(f, name)) }
+		out = append(out, Subscription{
+			TemplateID:  id("TemplateId"),
+			Status:      id("SubscribeStatusString"),
+			PopupScene:  id("PopupScene"),
+			MsgID:       id("MsgID"),
+			ErrorCode:   id("ErrorCode"),
+			ErrorStatus: id("ErrorStatus"),
+		})
+	}
+	return out
 }

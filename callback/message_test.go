@@ -220,3 +220,48 @@ func TestParseMessageRejectsMalformed(t *testing.T) {
 		t.Fatalf("depth %d refused: %v", maxDepth, err)
 	}
 }
+
+// Subscription notification events carry their templates in List items:
+// one item is an element, several a list; both become Subscriptions.
+func TestSubscriptionEvents(t *testing.T) {
+	tests := []struct {
+		name, body string
+		want       []Subscription
+	}{
+		{"popup, two templates", `<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[oU1]]></FromUserName>
+<CreateTime>1610969440</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_popup_event]]></Event>
+<SubscribeMsgPopupEvent>
+<List><TemplateId><![CDATA[tplA]]></TemplateId><SubscribeStatusString><![CDATA[accept]]></SubscribeStatusString><PopupScene>2</PopupScene></List>
+<List><TemplateId><![CDATA[tplB]]></TemplateId><SubscribeStatusString><![CDATA[reject]]></SubscribeStatusString><PopupScene>2</PopupScene></List>
+</SubscribeMsgPopupEvent></xml>`, []Subscription{
+			{TemplateID: "tplA", Status: "accept", PopupScene: "2"},
+			{TemplateID: "tplB", Status: "reject", PopupScene: "2"},
+		}},
+		{"change, one template", `<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[oU1]]></FromUserName>
+<CreateTime>1610969468</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_change_event]]></Event>
+<SubscribeMsgChangeEvent><List><TemplateId><![CDATA[tplA]]></TemplateId><SubscribeStatusString><![CDATA[reject]]></SubscribeStatusString></List></SubscribeMsgChangeEvent></xml>`,
+			[]Subscription{{TemplateID: "tplA", Status: "reject"}}},
+		{"sent", `<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName><![CDATA[oU1]]></FromUserName>
+<CreateTime>1610969468</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_sent_event]]></Event>
+<SubscribeMsgSentEvent><List><TemplateId><![CDATA[tplA]]></TemplateId><MsgID>1700827132819554304</MsgID><ErrorCode>0</ErrorCode><ErrorStatus><![CDATA[success]]></ErrorStatus></List></SubscribeMsgSentEvent></xml>`,
+			[]Subscription{{TemplateID: "tplA", MsgID: "1700827132819554304", ErrorCode: "0", ErrorStatus: "success"}}},
+		{"another event's container is ignored", `<xml><ToUserName>gh_1</ToUserName><FromUserName>oU1</FromUserName><CreateTime>1</CreateTime>
+<MsgType>event</MsgType><Event>CLICK</Event><EventKey>k</EventKey><SubscribeMsgPopupEvent><List><TemplateId>x</TemplateId></List></SubscribeMsgPopupEvent></xml>`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := ParseMessage([]byte(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(m.Subscriptions, tt.want) {
+				t.Fatalf("subscriptions %+v, want %+v", m.Subscriptions, tt.want)
+			}
+			// The bizsend's MsgID inside List is not the event's id: events
+			// are deduped by sender, time and event.
+			if m.MsgID != "" {
+				t.Fatalf("msg_id %q taken from a List item", m.MsgID)
+			}
+		})
+	}
+}

@@ -27,6 +27,8 @@ var DefaultWeChatPaths = []string{
 	"cgi-bin/message/template/",         // template messages: send, subscribe
 	"cgi-bin/template/",                 // template management: api_set_industry, get_industry, api_add_template, get_all_private_template, del_private_template
 	"cgi-bin/qrcode/create",             // parametric QR codes
+	"cgi-bin/message/subscribe/bizsend", // subscription notifications (订阅通知), which replace template messages
+	"wxaapi/newtmpl/",                   // subscription templates: getcategory, getpubtemplatetitles, getpubtemplatekeywords, addtemplate, gettemplate, deltemplate
 }
 
 // pathPattern is what an API path may look like: segments of letters,

@@ -72,6 +72,30 @@ func TestWeChatCall(t *testing.T) {
 		t.Fatalf("custom/send to a non-follower: %+v", subscribe.Data)
 	}
 
+	// Subscription notifications (订阅通知): templates, and bizsend.
+	var tmpl struct {
+		Data []struct {
+			PriTmplID string `json:"priTmplId"`
+			Title     string `json:"title"`
+		} `json:"data"`
+	}
+	call(t, c, "wechat.call", map[string]any{"path": "wxaapi/newtmpl/gettemplate"}, &tmpl)
+	if len(tmpl.Data) != 1 || tmpl.Data[0].PriTmplID != sandbox.SubscriptionTemplate || tmpl.Data[0].Title != "预约成功通知" {
+		t.Fatalf("newtmpl/gettemplate: %+v", tmpl)
+	}
+	bizsend := func(to string) map[string]any {
+		return map[string]any{"method": "POST", "path": "cgi-bin/message/subscribe/bizsend", "body": map[string]any{
+			"touser": to, "template_id": sandbox.SubscriptionTemplate,
+			"data": map[string]any{"thing1": map[string]string{"value": "游泳课"}, "time2": map[string]string{"value": "2026年12月1日 10:00"}}}}
+	}
+	call(t, c, "wechat.call", bizsend(sandbox.OpenIDZhangsan), &ok)
+	if ok.Errcode != 0 {
+		t.Fatalf("bizsend: %+v", ok)
+	}
+	if refused := callErr(t, c, "wechat.call", bizsend(sandbox.OpenIDLisi), rpc.CodeWeChat, 500); refused.Data.Errcode != 43101 {
+		t.Fatalf("bizsend to a user who did not accept: %+v", refused.Data)
+	}
+
 	// A rejected token is replaced and the call retried once.
 	e.sb.ExpireTokens()
 	var tags struct {

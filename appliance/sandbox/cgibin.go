@@ -235,6 +235,52 @@ func (s *Sandbox) handleCustomSend(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// SubscriptionTemplate is the sandbox account's one subscription
+// notification template (订阅通知), listed by wxaapi/newtmpl/gettemplate.
+const SubscriptionTemplate = "sandbox-template-1"
+
+// handleBizSend serves POST cgi-bin/message/subscribe/bizsend. Every test
+// user but the one who does not follow the account has accepted the
+// sandbox's template; 43101 is WeChat's answer for a user who has not.
+func (s *Sandbox) handleBizSend(w http.ResponseWriter, r *http.Request) {
+	var msg struct {
+		ToUser     string          `json:"touser"`
+		TemplateID string          `json:"template_id"`
+		Data       json.RawMessage `json:"data"`
+	}
+	if !s.postJSON(w, r, &msg) {
+		return
+	}
+	u, ok := findUser(msg.ToUser)
+	switch {
+	case !ok:
+		writeErr(w, ctypeJSON, 40003)
+	case msg.TemplateID != SubscriptionTemplate:
+		writeErr(w, ctypeJSON, 40037)
+	case len(msg.Data) == 0:
+		writeErr(w, ctypeJSON, 47003)
+	case !u.Subscribed:
+		writeErr(w, ctypeJSON, 43101)
+	default:
+		writeJSON(w, ctypeJSON, okAnswer)
+	}
+}
+
+// handleGetTemplates serves GET wxaapi/newtmpl/gettemplate: the account's
+// subscription templates.
+func (s *Sandbox) handleGetTemplates(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, ctypeJSON, map[string]any{
+		"errcode": 0, "errmsg": "ok",
+		"data": []map[string]any{{
+			"priTmplId": SubscriptionTemplate,
+			"title":     "预约成功通知",
+			"content":   "预约项目:{{thing1.DATA}}\n预约时间:{{time2.DATA}}\n",
+			"example":   "预约项目:游泳课\n预约时间:2026年12月1日 10:00\n",
+			"type":      2,
+		}},
+	})
+}
+
 // handleTemplateSend serves POST cgi-bin/message/template/send.
 func (s *Sandbox) handleTemplateSend(w http.ResponseWriter, r *http.Request) {
 	var msg struct {

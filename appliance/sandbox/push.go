@@ -66,6 +66,9 @@ var pushKinds = []pushKind{
 	{"CLICK", "菜单点击 CLICK"},
 	{"VIEW", "菜单跳转 VIEW (事件KEY为网址 event key is the URL)"},
 	{"LOCATION", "上报地理位置 LOCATION"},
+	{"subscribe_msg_popup_event", "订阅通知弹窗 subscription popup (事件KEY为模板ID event key is the template id)"},
+	{"subscribe_msg_change_event", "订阅通知管理 subscription changed in settings (事件KEY为模板ID)"},
+	{"subscribe_msg_sent_event", "订阅通知发送结果 subscription notification sent (事件KEY为模板ID)"},
 }
 
 // pushForm is what the user chose.
@@ -399,9 +402,39 @@ func buildPushMessage(f pushForm, now time.Time, base string) string {
 		plain("Latitude", "23.137466")
 		plain("Longitude", "113.352425")
 		plain("Precision", "119.385040")
+	case "subscribe_msg_popup_event":
+		event(f.Kind)
+		b.WriteString("<SubscribeMsgPopupEvent><List>\n")
+		cdata("TemplateId", subscriptionTemplate(f))
+		cdata("SubscribeStatusString", "accept")
+		plain("PopupScene", "2")
+		b.WriteString("</List></SubscribeMsgPopupEvent>\n")
+	case "subscribe_msg_change_event":
+		event(f.Kind)
+		b.WriteString("<SubscribeMsgChangeEvent><List>\n")
+		cdata("TemplateId", subscriptionTemplate(f))
+		cdata("SubscribeStatusString", "reject")
+		b.WriteString("</List></SubscribeMsgChangeEvent>\n")
+	case "subscribe_msg_sent_event":
+		event(f.Kind)
+		b.WriteString("<SubscribeMsgSentEvent><List>\n")
+		cdata("TemplateId", subscriptionTemplate(f))
+		plain("MsgID", msgID)
+		plain("ErrorCode", "0")
+		cdata("ErrorStatus", "success")
+		b.WriteString("</List></SubscribeMsgSentEvent>\n")
 	}
 	b.WriteString("</xml>")
 	return b.String()
+}
+
+// subscriptionTemplate is the template id a subscription event names: the
+// form's event key, or a sandbox one.
+func subscriptionTemplate(f pushForm) string {
+	if f.EventKey != "" {
+		return f.EventKey
+	}
+	return "sandbox-template-1"
 }
 
 // randomMsgID is a random positive 63-bit MsgId: ids must not repeat

@@ -178,6 +178,8 @@ func routes() map[string]route {
 		"cgi-bin/menu/delete":               {(*Sandbox).handleMenuDelete, ctypeJSON},
 		"cgi-bin/message/custom/send":       {(*Sandbox).handleCustomSend, ctypeJSON},
 		"cgi-bin/message/template/send":     {(*Sandbox).handleTemplateSend, ctypeJSON},
+		"cgi-bin/message/subscribe/bizsend": {(*Sandbox).handleBizSend, ctypeJSON},
+		"wxaapi/newtmpl/gettemplate":        {(*Sandbox).handleGetTemplates, ctypeJSON},
 		"cgi-bin/qrcode/create":             {(*Sandbox).handleQRCodeCreate, ctypeJSON},
 		"cgi-bin/tags/create":               {(*Sandbox).handleTagsCreate, ctypeJSON},
 		"cgi-bin/tags/get":                  {(*Sandbox).handleTagsGet, ctypeJSON},
