@@ -113,7 +113,13 @@ func (a *Appliance) build(opts Options) error {
 		Now:              opts.Now,
 		Logger:           a.log.With("component", "sessions"),
 	})
-	a.media = media.New(a.app, media.Options{MaxBytes: int64(a.cfg.Media.MaxBytes), Timeout: a.cfg.Media.Timeout.D()})
+	a.media = media.New(a.app, media.Options{
+		MaxBytes: int64(a.cfg.Media.MaxBytes),
+		Timeout:  a.cfg.Media.Timeout.D(),
+		// WeChat silent for wechat.timeout, before it answers or mid-file,
+		// is a 504, whatever time media.timeout leaves.
+		StallTimeout: a.cfg.WeChat.Timeout.D(),
+	})
 	a.allowedReturn = hostMatcher(a.cfg.OAuth.AllowedReturnHosts)
 	a.limiter = newLimiter(a.cfg.OAuth.LoginRate, a.cfg.OAuth.LoginBurst, opts.Now)
 	if a.trustedProxies, err = parseProxies(a.cfg.Server.TrustedProxies); err != nil {

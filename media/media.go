@@ -19,6 +19,11 @@ import (
 )
 
 var (
+	// errNoAnswer and errStalled say which wait on WeChat ran out; both
+	// come wrapped in oauth.ErrTimeout.
+	errNoAnswer = errors.New("media: WeChat did not begin answering within the stall timeout")
+	errStalled  = errors.New("media: WeChat sent no bytes within the stall timeout")
+
 	// ErrBadID means the media_id is empty or cannot be a media id; WeChat
 	// is not asked.
 	ErrBadID = errors.New("media: bad media_id")
@@ -42,10 +47,26 @@ type File struct {
 }
 
 // Options configures a Service.
+//
+// Two deadlines bound a download, so that a WeChat that stops answering is
+// noticed at once while a large file still has time to arrive:
+//
+//   - StallTimeout (the appliance passes wechat.timeout) bounds each wait
+//     on WeChat: for its answer to begin (access_token fetch, connection,
+//     response headers, the first byte of the body and any retry
+//     included), and then for each read of the body. WeChat silent that
+//     long fails the download with oauth.ErrTimeout (504).
+//   - Timeout (media.timeout) bounds the whole download, however steadily
+//     the bytes come; running out of it is oauth.ErrTimeout too.
+//
+// Time spent writing what was read (to a slow browser, say) is not a stall:
+// only reads from WeChat are timed.
 type Options struct {
 	MaxBytes int64
 	// Timeout bounds one download; media moves more bytes than API calls.
 	Timeout time.Duration
+	// StallTimeout bounds each wait on WeChat; zero leaves only Timeout.
+	StallTimeout time.Duration
 }
 
 // Service fetches media with the app's access_token.
@@ -53,15 +74,24 @@ type Service struct {
 	app      *oauth.App
 	maxBytes int64
 	timeout  time.Duration
+	stall    time.Duration
 }
 
 // New returns a Service.
 func New(app *oauth.App, opts Options) *Service {
-	return &Service{app: app, maxBytes: opts.MaxBytes, timeout: opts.Timeout}
+	stall := opts.StallTimeout
+	if stall <= 0 || (opts.Timeout > 0 && stall > opts.Timeout) {
+		stall = opts.Timeout
+	}
+	return &Service{app: app, maxBytes: opts.MaxBytes, timeout: opts.Timeout, stall: stall}
 }
 
-// Fetch reads the whole file into memory, for the legacy route that answers
-// it base64-encoded.
+// MaxBytes is the largest file Stream copies.
+func (s *Service) MaxBytes() int64 { return s.maxBytes }
+
+// Fetch reads the whole file into memory. The transports stream instead
+// (Stream): a whole file per call is what RPC's media budget exists to
+// bound.
 func (s *Service) Fetch(ctx context.Context, id string) (*File, error) {
 	f := &File{}
 	var buf bytes.Buffer
@@ -90,21 +120,48 @@ func (s *Service) Stream(ctx context.Context, id string, open func(Head) (io.Wri
 		return ErrBadID
 	}
 	req := oauth.Request{Path: "cgi-bin/media/get", Query: url.Values{"media_id": {id}}, Timeout: s.timeout}
-	return s.app.Do(ctx, req, func(resp *http.Response) error {
-		return s.copy(resp, open)
+	if s.stall <= 0 {
+		return s.app.Do(ctx, req, func(resp *http.Response) error {
+			return s.copy(resp, resp.Body, func() {}, open)
+		})
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// Until the file's first byte is in, WeChat has s.stall in all to
+	// answer, retries included; then s.stall for each read.
+	answer := time.AfterFunc(s.stall, func() { cancel(errNoAnswer) })
+	defer answer.Stop()
+	err := s.app.Do(ctx, req, func(resp *http.Response) error {
+		body := newStallReader(resp.Body, s.stall, cancel)
+		defer body.stop()
+		return s.copy(resp, body, func() { answer.Stop() }, open)
 	})
+	if cause := context.Cause(ctx); err != nil && (cause == errNoAnswer || cause == errStalled) {
+		// The client saw its context cancelled, not a deadline: say
+		// which deadline it was.
+		return fmt.Errorf("%w: %w (%v)", oauth.ErrTimeout, cause, err)
+	}
+	return err
 }
 
-func (s *Service) copy(resp *http.Response, open func(Head) (io.Writer, error)) error {
+// copy sends the answer in resp, whose body is read from body, to open's
+// writer. began is called once the answer is known to be a file.
+func (s *Service) copy(resp *http.Response, r io.Reader, began func(), open func(Head) (io.Writer, error)) error {
 	ct := resp.Header.Get("Content-Type")
-	body := bufio.NewReader(resp.Body)
+	body := bufio.NewReader(r)
 	var first byte
-	if b, err := body.Peek(1); err == nil {
+	b, err := body.Peek(1)
+	switch {
+	case err == nil:
 		first = b[0]
+	case err != io.EOF:
+		// Nothing is opened for an answer that never began.
+		return fmt.Errorf("media: read: %w", err)
 	}
 	if isJSON(ct, first) {
 		return decodeJSONAnswer(body, open)
 	}
+	began()
 	if resp.ContentLength > s.maxBytes {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, resp.ContentLength, s.maxBytes)
 	}
@@ -178,3 +235,27 @@ func validID(id string) bool {
 	}
 	return true
 }
+
+// stallReader cancels the download when one read from WeChat takes longer
+// than d. Only the time spent inside Read counts: a reader that waits for
+// its own writer is not stalled.
+type stallReader struct {
+	r     io.Reader
+	d     time.Duration
+	timer *time.Timer
+}
+
+func newStallReader(r io.Reader, d time.Duration, cancel context.CancelCauseFunc) *stallReader {
+	t := time.AfterFunc(time.Hour, func() { cancel(errStalled) })
+	t.Stop()
+	return &stallReader{r: r, d: d, timer: t}
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	s.timer.Reset(s.d)
+	n, err := s.r.Read(p)
+	s.timer.Stop()
+	return n, err
+}
+
+func (s *stallReader) stop() { s.timer.Stop() }

@@ -21,6 +21,11 @@ import (
 // handler, so each test controls exactly what WeChat answers.
 func newService(t *testing.T, mediaGet http.HandlerFunc, maxBytes int64) *media.Service {
 	t.Helper()
+	return newServiceWith(t, mediaGet, media.Options{MaxBytes: maxBytes, Timeout: 2 * time.Second})
+}
+
+func newServiceWith(t *testing.T, mediaGet http.HandlerFunc, opts media.Options) *media.Service {
+	t.Helper()
 	sb := sandbox.New(sandbox.Options{})
 	mux := http.NewServeMux()
 	mux.Handle("/", sb)
@@ -37,7 +42,7 @@ func newService(t *testing.T, mediaGet http.HandlerFunc, maxBytes int64) *media.
 		t.Fatal(err)
 	}
 	app := oauth.NewApp(client, store, oauth.AppConfig{AppID: sb.AppID(), Secret: sandbox.DefaultAppSecret})
-	return media.New(app, media.Options{MaxBytes: maxBytes, Timeout: 2 * time.Second})
+	return media.New(app, opts)
 }
 
 func answer(ct string, body string, headers ...string) http.HandlerFunc {

@@ -3,6 +3,8 @@ package rpc
 import (
 	"context"
 	"encoding/json"
+
+	"wxappliance/media"
 )
 
 // DeliverForTest exposes deliver, so the subscriber registry is tested with
@@ -10,3 +12,7 @@ import (
 func (s *Server) DeliverForTest(ctx context.Context, msgType, event string, msg any) (json.RawMessage, bool, error) {
 	return s.deliver(ctx, msgType, event, msg)
 }
+
+// MediaBudgetForTest is the server's media budget, so tests can fill it
+// and see it given back.
+func (s *Server) MediaBudgetForTest() *media.Budget { return s.mediaBudget }

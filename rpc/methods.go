@@ -3,7 +3,6 @@ package rpc
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -121,30 +120,6 @@ func (s *Server) userGet(ctx context.Context, _ *conn, raw json.RawMessage) (any
 		return nil, err
 	}
 	return wire.RawObject(info)
-}
-
-// mediaGet: {media_id} -> {media_data, content_type}, or {video_url} for a
-// video, like GET /offiaccount/media.
-func (s *Server) mediaGet(ctx context.Context, _ *conn, raw json.RawMessage) (any, error) {
-	var p struct {
-		MediaID string `json:"media_id"`
-	}
-	if err := decodeParams(raw, &p, required("media_id", &p.MediaID)); err != nil {
-		return nil, err
-	}
-	f, err := s.svc.Media.Fetch(ctx, p.MediaID)
-	if err != nil {
-		return nil, err
-	}
-	if f.VideoURL != "" {
-		return struct {
-			VideoURL string `json:"video_url"`
-		}{f.VideoURL}, nil
-	}
-	return struct {
-		MediaData   string `json:"media_data"`
-		ContentType string `json:"content_type"`
-	}{base64.StdEncoding.EncodeToString(f.Data), f.ContentType}, nil
 }
 
 // jssdkConfig: {url} -> {appid, timestamp, noncestr, signature}, like

@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -49,7 +50,8 @@ type JSSDK interface {
 
 // Media is what the rpc server needs of media.Service.
 type Media interface {
-	Fetch(ctx context.Context, id string) (*media.File, error)
+	Stream(ctx context.Context, id string, open func(media.Head) (io.Writer, error)) error
+	MaxBytes() int64
 }
 
 // Services are the services the methods call.
@@ -80,6 +82,10 @@ type Options struct {
 	CallTimeout time.Duration
 	// MediaTimeout bounds media.get (default 30 s).
 	MediaTimeout time.Duration
+	// MediaBudget is how many bytes of media.get answers every connection
+	// together holds in memory at once (default DefaultMediaBudget); see
+	// mediaGet.
+	MediaBudget int64
 	// ReadLimit is the largest message a backend may send (default 1 MiB);
 	// a bigger one closes the connection with status 1009.
 	ReadLimit int64
@@ -111,6 +117,9 @@ func (o *Options) setDefaults() {
 	def(&o.MediaTimeout, 30*time.Second)
 	def(&o.PingInterval, 30*time.Second)
 	def(&o.WriteTimeout, 10*time.Second)
+	if o.MediaBudget <= 0 {
+		o.MediaBudget = DefaultMediaBudget
+	}
 	if o.ReadLimit <= 0 {
 		o.ReadLimit = 1 << 20
 	}
@@ -143,6 +152,8 @@ type Server struct {
 	methods  map[string]method
 	allow    allowlist
 	subs     subscribers
+	// mediaBudget bounds the media.get answers held by every connection.
+	mediaBudget *media.Budget
 
 	mu     sync.Mutex
 	closed bool
@@ -168,6 +179,8 @@ func New(svc Services, opts Options) (*Server, error) {
 		origins: make(map[string]bool),
 		allow:   allow,
 		conns:   make(map[*conn]struct{}),
+
+		mediaBudget: media.NewBudget(opts.MediaBudget),
 	}
 	for _, o := range opts.AllowedOrigins {
 		s.origins[o] = true

@@ -273,6 +273,12 @@ func (s *stream) call(ctx context.Context, method string, params any) (json.RawM
 
 // respond answers the request that arrived with id.
 func (s *stream) respond(id json.RawMessage, result any, e *jsonrpc2.Error) error {
+	if held, ok := result.(*heldResult); ok {
+		// Written as it is, never copied, then its room in the media
+		// budget is given back.
+		defer held.release()
+		return s.writeParts([]byte(`{"jsonrpc":"2.0","id":`), id, []byte(`,"result":`), held.json, []byte("}"))
+	}
 	resp := response{JSONRPC: "2.0", ID: id, Error: e}
 	if e == nil {
 		raw, err := marshal(result)
@@ -330,6 +336,28 @@ func (s *stream) write(data []byte) error {
 		return err
 	}
 	return nil
+}
+
+// writeParts is write for a message given in parts, sent without joining
+// them.
+func (s *stream) writeParts(parts ...[]byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.ws.SetWriteDeadline(time.Now().Add(s.writeWait))
+	w, err := s.ws.NextWriter(websocket.TextMessage)
+	for _, p := range parts {
+		if err != nil {
+			break
+		}
+		_, err = w.Write(p)
+	}
+	if err == nil {
+		err = w.Close()
+	}
+	if err != nil {
+		s.ws.Close()
+	}
+	return err
 }
 
 // Close implements jsonrpc2.ObjectStream.
