@@ -146,6 +146,17 @@ func TestPushKinds(t *testing.T) {
 		{"CLICK", func(m *callback.Message) bool { return m.IsEvent("CLICK") && m.EventKey == "42" }},
 		{"VIEW", func(m *callback.Message) bool { return m.IsEvent("VIEW") && m.EventKey == "42" }},
 		{"LOCATION", func(m *callback.Message) bool { return m.IsEvent("LOCATION") && m.Latitude != "" && m.Precision != "" }},
+		{"subscribe_msg_popup_event", func(m *callback.Message) bool {
+			return m.IsEvent(callback.EventSubscribeMsgPopup) && len(m.Subscriptions) == 1 &&
+				m.Subscriptions[0].TemplateID == "42" && m.Subscriptions[0].Status == "accept"
+		}},
+		{"subscribe_msg_change_event", func(m *callback.Message) bool {
+			return m.IsEvent(callback.EventSubscribeMsgChange) && len(m.Subscriptions) == 1 && m.Subscriptions[0].Status == "reject"
+		}},
+		{"subscribe_msg_sent_event", func(m *callback.Message) bool {
+			return m.IsEvent(callback.EventSubscribeMsgSent) && len(m.Subscriptions) == 1 &&
+				m.Subscriptions[0].ErrorStatus == "success" && m.Subscriptions[0].MsgID != ""
+		}},
 	}
 	if len(tests) != len(pushKinds) {
 		t.Fatalf("%d kinds tested, %d offered", len(tests), len(pushKinds))
