@@ -17,6 +17,7 @@ import (
 	"wxappliance/appliance/sandbox"
 	"wxappliance/callback"
 	"wxappliance/oauth"
+	"wxappliance/rpc"
 )
 
 // Config is the whole configuration file. Every key is documented in
@@ -106,8 +107,9 @@ type CallbackConfig struct {
 }
 
 type RPCConfig struct {
-	Path string   `toml:"path"`
-	Keys []RPCKey `toml:"keys"`
+	Path        string   `toml:"path"`
+	Keys        []RPCKey `toml:"keys"`
+	MediaBudget ByteSize `toml:"media_budget"`
 }
 
 // RPCKey is one backend allowed on the RPC endpoint; Name shows in logs.
@@ -155,7 +157,7 @@ func DefaultConfig() Config {
 		},
 		Media:    MediaConfig{MaxBytes: 10 << 20, Timeout: Duration(30 * time.Second)},
 		Callback: CallbackConfig{Path: "/callback", ReplyTimeout: Duration(callback.DefaultReplyTimeout), TimestampWindow: Duration(callback.DefaultTimestampWindow)},
-		RPC:      RPCConfig{Path: "/rpc"},
+		RPC:      RPCConfig{Path: "/rpc", MediaBudget: rpc.DefaultMediaBudget},
 	}
 }
 
@@ -275,6 +277,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.AdminListen != "" && c.Server.AdminListen == c.Server.Listen && !strings.HasSuffix(c.Server.Listen, ":0") {
 		bad("server.admin_listen", "must differ from server.listen, whose routes are public")
+	}
+	if c.RPC.MediaBudget < 1<<20 {
+		bad("rpc.media_budget", "must be at least 1MiB, got %d bytes", int64(c.RPC.MediaBudget))
 	}
 	if _, err := parseProxies(c.Server.TrustedProxies); err != nil {
 		bad("server.trusted_proxies", "want IP addresses or CIDR prefixes such as \"10.0.0.0/8\": %v", err)

@@ -28,6 +28,7 @@ func (a *Appliance) buildRPC() error {
 		CallTimeout:  a.cfg.WeChat.Timeout.D(),
 		MediaTimeout: a.cfg.Media.Timeout.D(),
 		ReadLimit:    int64(a.cfg.Server.MaxBodyBytes),
+		MediaBudget:  int64(a.cfg.RPC.MediaBudget),
 		Logger:       a.log.With("component", "rpc"),
 	})
 	if err != nil {

@@ -41,17 +41,21 @@ type binaryMedia struct {
 	body     []byte
 }
 
-// media builds the media once, on first use, so importing the package (or
-// running the appliance without the sandbox) does not cost 10 MiB.
-var media = sync.OnceValue(func() map[string]binaryMedia {
-	img := smallJPEG(64, color.RGBA{0x07, 0xc1, 0x60, 0xff})
-	return map[string]binaryMedia{
-		MediaImage: {"image/jpeg", MediaImage + ".jpg", img},
-		MediaVoice: {"audio/amr", MediaVoice + ".amr", amr(50)},
-		Media64K:   {"image/jpeg", Media64K + ".jpg", padJPEG(img, Media64KSize)},
-		MediaBig:   {"image/jpeg", MediaBig + ".jpg", padJPEG(img, MediaBigSize)},
-	}
-})
+// media holds each medium built on first use, each on its own: importing
+// the package (or running without the sandbox) costs nothing, and a test
+// asking for the small image does not wait for the 10 MiB one.
+var media = map[string]func() binaryMedia{
+	MediaImage: sync.OnceValue(func() binaryMedia { return binaryMedia{"image/jpeg", MediaImage + ".jpg", baseJPEG()} }),
+	MediaVoice: sync.OnceValue(func() binaryMedia { return binaryMedia{"audio/amr", MediaVoice + ".amr", amr(50)} }),
+	Media64K: sync.OnceValue(func() binaryMedia {
+		return binaryMedia{"image/jpeg", Media64K + ".jpg", padJPEG(baseJPEG(), Media64KSize)}
+	}),
+	MediaBig: sync.OnceValue(func() binaryMedia {
+		return binaryMedia{"image/jpeg", MediaBig + ".jpg", padJPEG(baseJPEG(), MediaBigSize)}
+	}),
+}
+
+var baseJPEG = sync.OnceValue(func() []byte { return smallJPEG(64, color.RGBA{0x07, 0xc1, 0x60, 0xff}) })
 
 // smallJPEG encodes a size×size gradient over base.
 func smallJPEG(size int, base color.RGBA) []byte {
@@ -83,7 +87,7 @@ func padJPEG(img []byte, size int) []byte {
 	}
 	out := make([]byte, 0, size)
 	out = append(out, img[:2]...) // SOI
-	filler := []byte("wxappliance sandbox padding. ")
+	filler := bytes.Repeat([]byte("wxappliance sandbox padding. "), 0xffff/29+1)
 	for need > 0 {
 		n := min(need, 4+0xffff-2) // marker, length, at most 65533 payload bytes
 		if rest := need - n; rest > 0 && rest < 4 {
@@ -91,9 +95,7 @@ func padJPEG(img []byte, size int) []byte {
 		}
 		payload := n - 4
 		out = append(out, 0xff, 0xfe, byte((payload+2)>>8), byte(payload+2))
-		for i := range payload {
-			out = append(out, filler[i%len(filler)])
-		}
+		out = append(out, filler[:payload]...)
 		need -= n
 	}
 	return append(out, img[2:]...)
@@ -136,11 +138,12 @@ func (s *Sandbox) handleMediaGet(w http.ResponseWriter, r *http.Request) {
 		}{baseURL(r) + "/" + VideoPath})
 		return
 	}
-	m, ok := media()[id]
+	build, ok := media[id]
 	if !ok {
 		writeErr(w, ctypeText, 40007)
 		return
 	}
+	m := build()
 	h := w.Header()
 	h.Set("Content-Type", m.ctype)
 	h.Set("Content-Disposition", `attachment; filename="`+m.filename+`"`)
