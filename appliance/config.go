@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"wxappliance/appliance/menu"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/callback"
 	"wxappliance/oauth"
@@ -32,6 +34,27 @@ type Config struct {
 	CORS     CORSConfig     `toml:"cors"`
 	Callback CallbackConfig `toml:"callback"`
 	RPC      RPCConfig      `toml:"rpc"`
+	Menu     MenuConfig     `toml:"menu"`
+}
+
+// MenuConfig is the custom menu the menu command applies: inline
+// [[menu.button]] tables, or a file (WeChat's JSON or TOML) relative to the
+// config file.
+type MenuConfig struct {
+	File   string        `toml:"file"`
+	Button []menu.Button `toml:"button"`
+}
+
+// Load returns the configured menu; ok is false when none is configured.
+func (m MenuConfig) Load() (_ menu.Menu, ok bool, err error) {
+	switch {
+	case m.File != "":
+		loaded, err := menu.Load(m.File)
+		return loaded, true, err
+	case len(m.Button) > 0:
+		return menu.Menu{Button: m.Button}, true, nil
+	}
+	return menu.Menu{}, false, nil
 }
 
 type ServerConfig struct {
@@ -175,6 +198,9 @@ func LoadConfig(path string, env func(string) string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
+	if cfg.Menu.File != "" && !filepath.IsAbs(cfg.Menu.File) {
+		cfg.Menu.File = filepath.Join(filepath.Dir(path), cfg.Menu.File)
+	}
 	errs := unknownKeyErrors(md)
 	if err := cfg.applyEnv(env); err != nil {
 		errs = append(errs, err)
@@ -278,6 +304,9 @@ func (c *Config) Validate() error {
 	if c.Server.AdminListen != "" && c.Server.AdminListen == c.Server.Listen && !strings.HasSuffix(c.Server.Listen, ":0") {
 		bad("server.admin_listen", "must differ from server.listen, whose routes are public")
 	}
+	if err := c.validateMenu(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.RPC.MediaBudget < 1<<20 {
 		bad("rpc.media_budget", "must be at least 1MiB, got %d bytes", int64(c.RPC.MediaBudget))
 	}
@@ -366,6 +395,22 @@ func (c *Config) validateWeChat(bad func(key, format string, args ...any)) {
 	if w.TokenAPI != oauth.TokenAPIStable && w.TokenAPI != oauth.TokenAPIToken {
 		bad("wechat.token_api", "want \"stable\" or \"token\", got %q", w.TokenAPI)
 	}
+}
+
+// validateMenu checks the configured menu as WeChat would; its problems
+// name their keys already.
+func (c *Config) validateMenu() error {
+	if c.Menu.File != "" && len(c.Menu.Button) > 0 {
+		return errors.New("menu.file: set either menu.file or [[menu.button]], not both")
+	}
+	m, ok, err := c.Menu.Load()
+	switch {
+	case err != nil:
+		return fmt.Errorf("menu.file: %w", err)
+	case ok:
+		return m.Validate("menu")
+	}
+	return nil
 }
 
 func (c *Config) validateOAuth(bad func(key, format string, args ...any)) {
