@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -201,7 +202,18 @@ func parseRedisURL(raw string, secrets ...string) (*redis.Options, error) {
 		secrets = append(secrets, u.User.Username())
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return nil, fmt.Errorf("storage.redis.url: scheme %q: want redis:// or rediss://", u.Scheme)
+		return nil, errors.New("storage.redis.url: the scheme must be redis:// or rediss://")
+	}
+	if strings.Contains(u.Path+u.RawQuery+u.Fragment, "@") {
+		// A '/', '?' or '#' in the password ended the user:password part
+		// early and the rest landed in the path, query or fragment, where
+		// go-redis's errors would quote it.
+		return nil, errors.New("storage.redis.url: '@' after the host; percent-encode '/', '?', '#' and '%' in the password")
+	}
+	if db := strings.Trim(u.Path, "/"); db != "" {
+		if _, err := strconv.Atoi(db); err != nil {
+			return nil, errors.New("storage.redis.url: the path must be empty or a database number such as /0")
+		}
 	}
 	o, err := redis.ParseURL(raw)
 	if err != nil {

@@ -527,3 +527,40 @@ func ExampleNewRedis() {
 	fmt.Println(r)
 	// Output: redis 127.0.0.1:6379
 }
+
+// Without persistence a Redis restart loses every key (everybody is logged
+// out); with AOF the keys come back. The README's advice rests on this.
+func TestRedisRestartPersistence(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		aof      bool
+		wantKept bool
+	}{
+		{"no persistence", false, false},
+		{"AOF", true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := kvtest.StartRedisServer(t, kvtest.RedisServerOptions{AOF: c.aof})
+			r := srv.Open(t, kv.RedisOptions{})
+			if err := r.Put(t.Context(), "session", []byte("alice"), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			srv.Stop()
+			srv.Start()
+			var got []byte
+			var err error
+			for stop := time.Now().Add(recoverDeadline); ; time.Sleep(50 * time.Millisecond) {
+				got, err = r.Get(t.Context(), "session")
+				if !errors.Is(err, kv.ErrUnavailable) || time.Now().After(stop) {
+					break
+				}
+			}
+			switch {
+			case c.wantKept && (err != nil || string(got) != "alice"):
+				t.Errorf("after restart: Get = %q, %v; want alice", got, err)
+			case !c.wantKept && !errors.Is(err, kv.ErrNotFound):
+				t.Errorf("after restart: Get = %q, %v; want ErrNotFound", got, err)
+			}
+		})
+	}
+}
