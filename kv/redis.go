@@ -79,6 +79,12 @@ type RedisOptions struct {
 //
 // Durability is Redis's: without AOF (appendonly yes, appendfsync everysec)
 // a Redis restart loses everything, which logs everybody out.
+//
+// An ErrUnavailable from a write means it may or may not have happened:
+// a command sent just before Redis stalled can still run when it wakes.
+// Lease and token code must treat it as "unknown", not "lost".
+//
+// Redis 6.2 or later is needed (GETDEL).
 type Redis struct {
 	client redis.UniversalClient
 	prefix string

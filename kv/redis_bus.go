@@ -31,8 +31,15 @@ func (r *Redis) Subscribe(ctx context.Context, channel string) (<-chan []byte, e
 		return nil, err
 	}
 	name := r.prefix + channel
-	ps := r.client.Subscribe(ctx, name)
-	if err := r.confirm(ctx, ps); err != nil {
+	// Subscribing in a second step, rather than by passing name here,
+	// lets a failure to send SUBSCRIBE end the call at once instead of
+	// after a second attempt in confirm.
+	ps := r.client.Subscribe(ctx)
+	err := ps.Subscribe(ctx, name)
+	if err == nil {
+		err = r.confirm(ctx, ps)
+	}
+	if err != nil {
 		ps.Close()
 		return nil, r.wrap(ctx, "subscribe", err)
 	}
