@@ -58,7 +58,9 @@ func (r *Redis) Subscribe(ctx context.Context, channel string) (<-chan []byte, e
 				return
 			case m, ok := <-in:
 				if !ok {
-					r.log.Warn("kv: redis subscription ended", "channel", channel)
+					if !r.closed.Load() {
+						r.log.Warn("kv: redis subscription ended", "channel", channel)
+					}
 					return
 				}
 				select {

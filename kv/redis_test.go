@@ -25,6 +25,15 @@ const opLimit = 10 * time.Second
 // is back.
 const recoverDeadline = 30 * time.Second
 
+// production are the store's default timeouts, which RedisServer.Open
+// would lengthen: the trouble tests check what users get.
+var production = kv.RedisOptions{
+	DialTimeout:  time.Second,
+	ReadTimeout:  time.Second,
+	WriteTimeout: time.Second,
+	PoolTimeout:  2 * time.Second,
+}
+
 type op struct {
 	name string
 	do   func(ctx context.Context) error
@@ -116,7 +125,7 @@ func TestRedisDownAndBack(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			srv := kvtest.StartRedisServer(t, kvtest.RedisServerOptions{})
-			r := srv.Open(t, kv.RedisOptions{})
+			r := srv.Open(t, production)
 			// Fill the pool with connections that Redis going away breaks.
 			waitWorking(t, r)
 
@@ -138,7 +147,7 @@ func TestRedisDownAndBack(t *testing.T) {
 
 func TestRedisStalled(t *testing.T) {
 	srv := kvtest.StartRedisServer(t, kvtest.RedisServerOptions{})
-	r := srv.Open(t, kv.RedisOptions{})
+	r := srv.Open(t, production)
 	waitWorking(t, r)
 
 	srv.Pause()

@@ -31,7 +31,8 @@ func Badger(t testing.TB) *kv.Badger {
 }
 
 // Redis starts a fresh redis-server for the test and returns a store on
-// it with the default prefix, closed when the test ends.
+// it with the default prefix and generous timeouts (see RedisServer.Open),
+// closed when the test ends.
 func Redis(t testing.TB) *kv.Redis {
 	t.Helper()
 	return StartRedisServer(t, RedisServerOptions{}).Open(t, kv.RedisOptions{})

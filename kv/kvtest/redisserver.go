@@ -132,13 +132,24 @@ func (s *RedisServer) SentinelAddr() string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.sentPort))
 }
 
+// testTimeout replaces the store's one-second timeouts in tests that are
+// not about timeouts: on a busy machine redis-server can go unscheduled
+// for that long, and a slow reply must not fail an unrelated test.
+const testTimeout = 5 * time.Second
+
 // Open returns a store on the server, closed when t ends. An empty
 // opts.URL means the server's URL; with Cluster or Sentinel the matching
-// addresses are filled in too.
+// addresses are filled in too. Timeouts left zero are five seconds, not
+// the store's one: tests of Redis trouble set their own.
 func (s *RedisServer) Open(t testing.TB, opts kv.RedisOptions) *kv.Redis {
 	t.Helper()
 	if opts.URL == "" {
 		opts.URL = s.URL()
+	}
+	for _, d := range []*time.Duration{&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout} {
+		if *d == 0 {
+			*d = testTimeout
+		}
 	}
 	if s.opts.Cluster && opts.ClusterAddrs == nil {
 		opts.ClusterAddrs = []string{s.Addr()}
