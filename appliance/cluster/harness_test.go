@@ -32,9 +32,9 @@ const waitLimit = 30 * time.Second
 // joins when kv.Redis and kvtest are on main.
 var backends = []struct {
 	name string
-	open func(t *testing.T) (kv.Store, kv.Bus)
+	open func(t testing.TB) (kv.Store, kv.Bus)
 }{
-	{"badger", func(t *testing.T) (kv.Store, kv.Bus) {
+	{"badger", func(t testing.TB) (kv.Store, kv.Bus) {
 		store, err := kv.OpenBadger(t.TempDir(), kv.BadgerOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -58,14 +58,14 @@ func forEachBackend(t *testing.T, test func(t *testing.T, store kv.Store, bus kv
 // each with its own RPC server behind its own HTTP server, Registry and
 // Relay.
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	store kv.Store
 	bus   kv.Bus
 	svc   rpc.Services
 	logs  *syncBuffer
 }
 
-func newCluster(t *testing.T, store kv.Store, bus kv.Bus) *testCluster {
+func newCluster(t testing.TB, store kv.Store, bus kv.Bus) *testCluster {
 	t.Helper()
 	sb := sandbox.New(sandbox.Options{})
 	up := httptest.NewServer(sb)
@@ -91,7 +91,7 @@ func newCluster(t *testing.T, store kv.Store, bus kv.Bus) *testCluster {
 }
 
 type instance struct {
-	t     *testing.T
+	t     testing.TB
 	id    string
 	srv   *rpc.Server
 	url   string
@@ -224,7 +224,7 @@ func textReply(content string) *callback.Reply {
 }
 
 // eventually polls cond until it holds, for up to waitLimit.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for !cond() {
