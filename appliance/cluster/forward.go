@@ -164,7 +164,7 @@ func (r *Relay) forward(ctx context.Context, target string, body []byte) (a answ
 	r.stats.forwarded.Add(1)
 	if err := r.bus.Publish(ctx, requestChannel+target, req); err != nil {
 		// It may have gone out all the same: the store settles it below.
-		r.log.Warn("cluster: could not send a message to another instance", "instance", target, "err", err)
+		r.log.Warn("cluster: could not send a message to another instance", "target", target, "err", err)
 	}
 
 	claimed := false
@@ -186,7 +186,7 @@ func (r *Relay) forward(ctx context.Context, target string, body []byte) (a answ
 			withdrawn, err := r.store.PutIfAbsent(ctx, key, []byte{stateWithdrawn}, attemptTTL(deadline))
 			if err == nil && withdrawn {
 				r.stats.withdrawn.Add(1)
-				r.log.Info("cluster: another instance did not take a message in time; trying the next", "instance", target, "attempt", id)
+				r.log.Info("cluster: another instance did not take a message in time; trying the next", "target", target, "attempt", id)
 				return answer{Outcome: outcomeDeclined}, true
 			}
 		}

@@ -111,7 +111,7 @@ type instanceOption struct {
 func (c *testCluster) start(name string, opts ...instanceOption) *instance {
 	t := c.t
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("instance", name)
+	log := slog.New(slog.NewTextHandler(c.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test_instance", name)
 	srv, err := rpc.New(c.svc, rpc.Options{Keys: []rpc.Key{{Name: "backend", Key: rpcKey}}, Logger: log})
 	if err != nil {
 		t.Fatal(err)

@@ -24,7 +24,8 @@ type RegistryConfig struct {
 	// reused (default 1 s): the callback asks at every poll while a retry
 	// waits, and one store read a second per instance is enough.
 	AliveCache time.Duration
-	Logger     *slog.Logger
+	// Logger's lines do not name this instance: give one that does.
+	Logger *slog.Logger
 }
 
 func (c *RegistryConfig) setDefaults() {
@@ -102,7 +103,7 @@ func (r *Registry) Run(ctx context.Context) {
 	dctx, cancel := detached(ctx)
 	defer cancel()
 	if err := r.store.Delete(dctx, instanceKeyPrefix+r.id); err != nil {
-		r.log.Warn("cluster: could not remove this instance's heartbeat; it expires by itself", "instance", r.id, "err", err, "ttl", r.cfg.TTL)
+		r.log.Warn("cluster: could not remove this instance's heartbeat; it expires by itself", "err", err, "ttl", r.cfg.TTL)
 	}
 }
 
@@ -114,9 +115,9 @@ func (r *Registry) heartbeat(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case err != nil && !failing:
-			r.log.Warn("cluster: heartbeat failed; other instances take this one for dead if it keeps failing", "instance", r.id, "err", err, "ttl", r.cfg.TTL)
+			r.log.Warn("cluster: heartbeat failed; other instances take this one for dead if it keeps failing", "err", err, "ttl", r.cfg.TTL)
 		case err == nil && failing:
-			r.log.Info("cluster: heartbeat works again", "instance", r.id)
+			r.log.Info("cluster: heartbeat works again")
 		}
 		failing = err != nil
 		if sleep(ctx, r.cfg.Interval) != nil {

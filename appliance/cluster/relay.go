@@ -49,7 +49,8 @@ type RelayConfig struct {
 	// MaxInFlight bounds the attempts this instance delivers for others at
 	// once (default 256); beyond it, it declines and the origin moves on.
 	MaxInFlight int
-	Logger      *slog.Logger
+	// Logger's lines do not name this instance: give one that does.
+	Logger *slog.Logger
 }
 
 func (c *RelayConfig) setDefaults() {
@@ -152,7 +153,7 @@ func (r *Relay) Run(ctx context.Context) {
 	dctx, cancel := detached(ctx)
 	defer cancel()
 	if err := r.withdraw(dctx); err != nil {
-		r.log.Warn("cluster: could not withdraw this instance's advertisement; it expires by itself", "instance", r.id, "err", err, "ttl", r.cfg.AdvertTTL)
+		r.log.Warn("cluster: could not withdraw this instance's advertisement; it expires by itself", "err", err, "ttl", r.cfg.AdvertTTL)
 	}
 }
 
@@ -246,13 +247,13 @@ func (r *Relay) advertise(ctx context.Context) {
 			case ctx.Err() != nil:
 				return
 			case err != nil:
-				r.log.Warn("cluster: could not advertise this instance's subscribers; retrying", "instance", r.id, "err", err)
+				r.log.Warn("cluster: could not advertise this instance's subscribers; retrying", "err", err)
 				retry = time.After(time.Second)
 			default:
 				retry = nil
 				if any != showing || !sameFilter(want, shown) {
 					r.notify(ctx)
-					r.log.Info("cluster: advertised subscribers", "instance", r.id, "subscribed", any, "msg_types", want.MsgTypes, "events", want.Events)
+					r.log.Info("cluster: advertised subscribers", "subscribed", any, "msg_types", want.MsgTypes, "events", want.Events)
 				}
 				shown, showing = want, any
 			}
