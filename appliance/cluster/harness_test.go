@@ -17,6 +17,7 @@ import (
 	"wxappliance/callback"
 	"wxappliance/jssdk"
 	"wxappliance/kv"
+	"wxappliance/kv/kvtest"
 	"wxappliance/media"
 	"wxappliance/oauth"
 	"wxappliance/rpc"
@@ -41,6 +42,10 @@ var backends = []struct {
 		}
 		t.Cleanup(func() { store.Close() })
 		return store, &kv.LocalBus{}
+	}},
+	{"redis", func(t testing.TB) (kv.Store, kv.Bus) {
+		r := kvtest.Redis(t)
+		return r, r
 	}},
 }
 
