@@ -96,36 +96,57 @@ allowed_return_hosts = ["127.0.0.1"]
 type process struct {
 	cmd    *exec.Cmd
 	base   string
-	stderr *bytes.Buffer
+	stderr *lockedBuffer
 	done   chan error
 }
 
 // start runs the binary with config and waits until /healthz answers.
 func start(t *testing.T, config, addr string) *process {
 	t.Helper()
-	p := &process{base: "http://" + addr, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(binary(t), "serve", "-config", config)
-	p.cmd.Stderr = &lockedWriter{w: p.stderr}
+	return startBinary(t, "http://"+addr, "/healthz", "serve", "-config", config)
+}
+
+// startBinary runs the binary with args and waits until base+ready answers.
+func startBinary(t *testing.T, base, ready string, args ...string) *process {
+	t.Helper()
+	p := launch(t, base, args...)
+	p.waitReady(t, ready)
+	return p
+}
+
+// launch starts the binary with args without waiting for it, so that
+// several can start at once.
+func launch(t *testing.T, base string, args ...string) *process {
+	t.Helper()
+	p := &process{base: base, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	p.cmd = exec.Command(binary(t), args...)
+	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() { p.kill() })
-	deadline := time.Now().Add(15 * time.Second)
+	return p
+}
+
+// waitReady polls base+path until it answers, or fails when the process
+// exits first.
+func (p *process) waitReady(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-p.done:
 			t.Fatalf("binary exited: %v\n%s", err, p.stderr)
 		default:
 		}
-		if resp, err := http.Get(p.base + "/healthz"); err == nil {
+		if resp, err := http.Get(p.base + path); err == nil {
 			resp.Body.Close()
-			return p
+			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("binary did not start:\n%s", p.stderr)
-	return nil
 }
 
 func (p *process) kill() {
@@ -136,15 +157,22 @@ func (p *process) kill() {
 	}
 }
 
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+// lockedBuffer collects a child's output while tests read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
-func (l *lockedWriter) Write(b []byte) (int, error) {
+func (l *lockedBuffer) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(b)
+	return l.buf.Write(b)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 // counts returns the sandbox's per-endpoint call counts of this process.

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"wxappliance/appliance/cluster"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/callback"
 	"wxappliance/jssdk"
@@ -24,9 +25,12 @@ import (
 
 // Options carries what New does not read from Config.
 type Options struct {
-	// Store is used as it is; when nil New opens Badger in storage.dir and
-	// Close closes it.
-	Store  kv.Store
+	// Store is used as it is; when nil New opens the store [storage] names
+	// (Badger in storage.dir, or Redis) and Close closes it.
+	Store kv.Store
+	// Bus carries notices between the holders of Store; nil means Store's
+	// own when it is one (Redis), else one in this process.
+	Bus    kv.Bus
 	Logger *slog.Logger
 	// Sandbox is mounted under /sandbox/ when wechat.sandbox is on; when nil
 	// New creates one with the configured credentials.
@@ -36,10 +40,16 @@ type Options struct {
 
 // Appliance is the running product: services, routes and background work.
 type Appliance struct {
-	cfg          Config
-	log          *slog.Logger
-	store        kv.Store
-	ownsStore    bool
+	cfg       Config
+	log       *slog.Logger
+	store     kv.Store
+	bus       kv.Bus
+	ownsStore bool
+	// instance names this process to the others sharing the store, in
+	// refresh leases and callback claims.
+	instance     string
+	registry     *cluster.Registry // nil unless the store is shared
+	relay        *cluster.Relay    // nil unless the store is shared and RPC is on
 	app          *oauth.App
 	web          *oauth.Web
 	sessions     *oauth.Sessions
@@ -65,28 +75,52 @@ type Appliance struct {
 // caller must already have pointed wechat.api_base at the sandbox (Serve
 // does this once it knows its listening address).
 func New(cfg Config, opts Options) (*Appliance, error) {
-	a := &Appliance{cfg: cfg, log: opts.Logger, store: opts.Store}
+	a := &Appliance{cfg: cfg, log: opts.Logger, store: opts.Store, bus: opts.Bus, instance: cluster.NewID()}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	if a.store == nil {
-		store, err := kv.OpenBadger(cfg.Storage.Dir, kv.BadgerOptions{Logger: a.log.With("component", "badger")})
-		if err != nil {
+		if err := a.openStore(); err != nil {
 			return nil, err
 		}
-		a.store, a.ownsStore = store, true
-		token, err := writeAdminToken(cfg.Storage.Dir)
-		if err != nil {
-			store.Close()
-			return nil, err
+	}
+	if a.bus == nil {
+		if b, ok := a.store.(kv.Bus); ok {
+			a.bus = b
+		} else {
+			a.bus = &kv.LocalBus{}
 		}
-		a.adminToken = token
 	}
 	if err := a.build(opts); err != nil {
 		a.Close()
 		return nil, err
 	}
 	return a, nil
+}
+
+// openStore opens the store [storage] names; for Badger it also writes the
+// admin token that authorizes online backups of the directory.
+func (a *Appliance) openStore() error {
+	if a.cfg.Storage.Shared() {
+		r, err := OpenRedis(a.cfg.Storage.Redis, a.log.With("component", "redis"))
+		if err != nil {
+			return err
+		}
+		a.store, a.ownsStore = r, true
+		return nil
+	}
+	store, err := kv.OpenBadger(a.cfg.Storage.Dir, kv.BadgerOptions{Logger: a.log.With("component", "badger")})
+	if err != nil {
+		return err
+	}
+	a.store, a.ownsStore = store, true
+	token, err := writeAdminToken(a.cfg.Storage.Dir)
+	if err != nil {
+		store.Close()
+		return err
+	}
+	a.adminToken = token
+	return nil
 }
 
 func (a *Appliance) build(opts Options) error {
@@ -99,10 +133,18 @@ func (a *Appliance) build(opts Options) error {
 	if err != nil {
 		return err
 	}
+	if a.cfg.Storage.Shared() {
+		a.registry, err = cluster.NewRegistry(a.store, a.instance, cluster.RegistryConfig{Logger: a.log.With("component", "cluster", "instance", a.instance)})
+		if err != nil {
+			return err
+		}
+	}
 	a.app = oauth.NewApp(client, a.store, oauth.AppConfig{
 		AppID:    a.cfg.WeChat.AppID,
 		Secret:   a.cfg.WeChat.AppSecret,
 		TokenAPI: a.cfg.WeChat.TokenAPI,
+		Bus:      a.bus,
+		Instance: a.instance,
 		Now:      opts.Now,
 		Logger:   a.log.With("component", "access_token"),
 	})
@@ -132,10 +174,12 @@ func (a *Appliance) build(opts Options) error {
 	}
 	a.jssdk = jssdk.New(a.app, a.store, jssdk.Options{
 		AllowedHost: hostMatcher(jssdkHosts),
+		Bus:         a.bus,
+		Instance:    a.instance,
 		Now:         opts.Now,
 		Logger:      a.log.With("component", "jsapi_ticket"),
 	})
-	a.callback, err = newCallback(a.cfg, a.store, opts.Now, a.log.With("component", "callback"))
+	a.callback, err = newCallback(a.cfg, a.store, a.instances(), opts.Now, a.log.With("component", "callback"))
 	if err != nil {
 		return err
 	}
@@ -173,6 +217,17 @@ func (a *Appliance) Start() {
 	a.stopBackground = cancel
 	a.goBackground(ctx, "access_token refresher", a.app.Run)
 	a.goBackground(ctx, "jsapi_ticket refresher", a.jssdk.Run)
+	if a.registry != nil {
+		joinCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := a.registry.Join(joinCtx); err != nil {
+			a.log.Warn("could not announce this instance to the others yet; retrying in the background", "instance", a.instance, "err", err)
+		}
+		cancel()
+		a.goBackground(ctx, "cluster heartbeat", a.registry.Run)
+	}
+	if a.relay != nil {
+		a.goBackground(ctx, "callback relay", a.relay.Run)
+	}
 }
 
 // goBackground runs fn with a recover, so a bug in a background loop is a
@@ -188,6 +243,16 @@ func (a *Appliance) goBackground(ctx context.Context, name string, fn func(conte
 		}()
 		fn(ctx)
 	}()
+}
+
+// instances is how the callback learns whether another instance that
+// claimed a message is alive: nil (only this process) unless the store is
+// shared.
+func (a *Appliance) instances() callback.Instances {
+	if a.registry == nil {
+		return nil
+	}
+	return a.registry
 }
 
 // Close ends RPC connections, stops background work and closes the store

@@ -18,6 +18,7 @@ import (
 	"wxappliance/appliance/menu"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/callback"
+	"wxappliance/kv"
 	"wxappliance/oauth"
 	"wxappliance/rpc"
 )
@@ -72,10 +73,6 @@ type ServerConfig struct {
 	MaxHeaderBytes    int      `toml:"max_header_bytes"`
 	MaxBodyBytes      ByteSize `toml:"max_body_bytes"`
 	MemoryLimit       ByteSize `toml:"memory_limit"`
-}
-
-type StorageConfig struct {
-	Dir string `toml:"dir"`
 }
 
 type WeChatConfig struct {
@@ -159,7 +156,7 @@ func DefaultConfig() Config {
 			MaxBodyBytes:      1 << 20,
 			MemoryLimit:       64 << 20,
 		},
-		Storage: StorageConfig{Dir: "data"},
+		Storage: StorageConfig{Backend: BackendBadger, Dir: "data", Redis: RedisConfig{Prefix: kv.DefaultRedisPrefix}},
 		WeChat: WeChatConfig{
 			APIBase:     "https://api.weixin.qq.com",
 			APIFallback: []string{"https://api2.weixin.qq.com"},
@@ -237,12 +234,14 @@ func decodeConfig(r io.Reader) (Config, toml.MetaData, error) {
 // Environment variables that may hold secrets instead of the file. When set
 // they take precedence over the file.
 const (
-	EnvAppSecret         = "WXAPPLIANCE_APP_SECRET"
-	EnvCallbackToken     = "WXAPPLIANCE_CALLBACK_TOKEN"
-	EnvEncodingAESKey    = "WXAPPLIANCE_ENCODING_AES_KEY"
-	EnvPrevEncodingKey   = "WXAPPLIANCE_PREVIOUS_ENCODING_AES_KEY"
-	EnvRPCKeys           = "WXAPPLIANCE_RPC_KEYS" // "name=key,name2=key2"
-	envRPCKeyPairDivider = ","
+	EnvAppSecret             = "WXAPPLIANCE_APP_SECRET"
+	EnvCallbackToken         = "WXAPPLIANCE_CALLBACK_TOKEN"
+	EnvEncodingAESKey        = "WXAPPLIANCE_ENCODING_AES_KEY"
+	EnvPrevEncodingKey       = "WXAPPLIANCE_PREVIOUS_ENCODING_AES_KEY"
+	EnvRPCKeys               = "WXAPPLIANCE_RPC_KEYS" // "name=key,name2=key2"
+	EnvRedisURL              = "WXAPPLIANCE_REDIS_URL"
+	EnvRedisSentinelPassword = "WXAPPLIANCE_REDIS_SENTINEL_PASSWORD"
+	envRPCKeyPairDivider     = ","
 )
 
 func (c *Config) applyEnv(env func(string) string) error {
@@ -258,6 +257,8 @@ func (c *Config) applyEnv(env func(string) string) error {
 	set(&c.Callback.Token, EnvCallbackToken)
 	set(&c.Callback.EncodingAESKey, EnvEncodingAESKey)
 	set(&c.Callback.PreviousEncodingAESKey, EnvPrevEncodingKey)
+	set(&c.Storage.Redis.URL, EnvRedisURL)
+	set(&c.Storage.Redis.SentinelPassword, EnvRedisSentinelPassword)
 	if raw := env(EnvRPCKeys); raw != "" {
 		var keys []RPCKey
 		for _, pair := range strings.Split(raw, envRPCKeyPairDivider) {
@@ -353,9 +354,7 @@ func (c *Config) Validate() error {
 	if c.Media.MaxBytes < 1024 {
 		bad("media.max_bytes", "must be at least 1024, got %d", c.Media.MaxBytes)
 	}
-	if strings.TrimSpace(c.Storage.Dir) == "" {
-		bad("storage.dir", "must not be empty")
-	}
+	c.Storage.validate(bad)
 	c.validateWeChat(bad)
 	c.validateOAuth(bad)
 	for i, o := range c.CORS.AllowedOrigins {
