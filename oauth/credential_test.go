@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"wxappliance/kv"
+	"wxappliance/kv/kvtest"
 	"wxappliance/oauth"
 )
 
@@ -137,6 +138,15 @@ var backends = []backend{
 		store := openStore(t, t.TempDir())
 		bus := &kv.LocalBus{}
 		return func() (kv.Store, kv.Bus) { return store, bus }
+	}},
+	// Each instance its own connection to one real Redis, as separate
+	// processes would have.
+	{"redis", func(t *testing.T) func() (kv.Store, kv.Bus) {
+		server := kvtest.StartRedisServer(t, kvtest.RedisServerOptions{})
+		return func() (kv.Store, kv.Bus) {
+			r := server.Open(t, kv.RedisOptions{})
+			return r, r
+		}
 	}},
 }
 
