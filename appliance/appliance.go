@@ -81,6 +81,7 @@ func New(cfg Config, opts Options) (*Appliance, error) {
 	}
 	if a.store == nil {
 		if err := a.openStore(); err != nil {
+			a.Close()
 			return nil, err
 		}
 	}
@@ -98,38 +99,69 @@ func New(cfg Config, opts Options) (*Appliance, error) {
 	return a, nil
 }
 
-// openStore opens the store [storage] names; for Badger it also writes the
-// admin token that authorizes online backups of the directory.
+// NewApp is the app access_token's central control on store and bus, for
+// commands that call WeChat beside (or instead of) a running appliance:
+// they take part in its refresh lease and compare-and-set like another
+// instance, so they never fetch a token of their own.
+func NewApp(cfg Config, store kv.Store, bus kv.Bus, log *slog.Logger) (*oauth.App, error) {
+	client, err := newUpstream(cfg.WeChat, log)
+	if err != nil {
+		return nil, err
+	}
+	return newApp(cfg.WeChat, client, store, bus, cluster.NewID(), nil, log), nil
+}
+
+func newUpstream(cfg WeChatConfig, log *slog.Logger) (*oauth.Client, error) {
+	return oauth.NewClient(oauth.ClientConfig{
+		BaseURL:   cfg.APIBase,
+		Fallbacks: cfg.APIFallback,
+		Timeout:   cfg.Timeout.D(),
+		Logger:    log.With("component", "upstream"),
+	})
+}
+
+func newApp(cfg WeChatConfig, client *oauth.Client, store kv.Store, bus kv.Bus, instance string, now func() time.Time, log *slog.Logger) *oauth.App {
+	return oauth.NewApp(client, store, oauth.AppConfig{
+		AppID:    cfg.AppID,
+		Secret:   cfg.AppSecret,
+		TokenAPI: cfg.TokenAPI,
+		Bus:      bus,
+		Instance: instance,
+		Now:      now,
+		Logger:   log.With("component", "access_token"),
+	})
+}
+
+// openStore opens the store [storage] names, and writes the admin token
+// that authorizes the admin listener's commands (online backups, menus).
 func (a *Appliance) openStore() error {
 	if a.cfg.Storage.Shared() {
 		r, err := OpenRedis(a.cfg.Storage.Redis, a.log.With("component", "redis"))
 		if err != nil {
 			return err
 		}
-		a.store, a.ownsStore = r, true
+		a.store = r
+	} else {
+		b, err := kv.OpenBadger(a.cfg.Storage.Dir, kv.BadgerOptions{Logger: a.log.With("component", "badger")})
+		if err != nil {
+			return err
+		}
+		a.store = b
+	}
+	a.ownsStore = true
+	if a.cfg.Server.AdminListen == "" {
 		return nil
 	}
-	store, err := kv.OpenBadger(a.cfg.Storage.Dir, kv.BadgerOptions{Logger: a.log.With("component", "badger")})
-	if err != nil {
-		return err
-	}
-	a.store, a.ownsStore = store, true
 	token, err := writeAdminToken(a.cfg.Storage.Dir)
 	if err != nil {
-		store.Close()
-		return err
+		return err // New's Close closes the store
 	}
 	a.adminToken = token
 	return nil
 }
 
 func (a *Appliance) build(opts Options) error {
-	client, err := oauth.NewClient(oauth.ClientConfig{
-		BaseURL:   a.cfg.WeChat.APIBase,
-		Fallbacks: a.cfg.WeChat.APIFallback,
-		Timeout:   a.cfg.WeChat.Timeout.D(),
-		Logger:    a.log.With("component", "upstream"),
-	})
+	client, err := newUpstream(a.cfg.WeChat, a.log)
 	if err != nil {
 		return err
 	}
@@ -139,15 +171,7 @@ func (a *Appliance) build(opts Options) error {
 			return err
 		}
 	}
-	a.app = oauth.NewApp(client, a.store, oauth.AppConfig{
-		AppID:    a.cfg.WeChat.AppID,
-		Secret:   a.cfg.WeChat.AppSecret,
-		TokenAPI: a.cfg.WeChat.TokenAPI,
-		Bus:      a.bus,
-		Instance: a.instance,
-		Now:      opts.Now,
-		Logger:   a.log.With("component", "access_token"),
-	})
+	a.app = newApp(a.cfg.WeChat, client, a.store, a.bus, a.instance, opts.Now, a.log)
 	a.web = oauth.NewWeb(client, a.cfg.WeChat.AppID, a.cfg.WeChat.AppSecret, a.cfg.WeChat.OAuthBase, opts.Now)
 	a.sessions = oauth.NewSessions(a.store, a.web, oauth.SessionConfig{
 		TTL:              a.cfg.OAuth.SessionTTL.D(),
