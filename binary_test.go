@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"html"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"wxappliance/appliance/logtest"
 )
 
 // These tests run the real static binary, as ops would.
@@ -96,7 +97,7 @@ allowed_return_hosts = ["127.0.0.1"]
 type process struct {
 	cmd    *exec.Cmd
 	base   string
-	stderr *lockedBuffer
+	stderr *logtest.Buffer
 	done   chan error
 }
 
@@ -118,7 +119,7 @@ func startBinary(t *testing.T, base, ready string, args ...string) *process {
 // several can start at once.
 func launch(t *testing.T, base string, args ...string) *process {
 	t.Helper()
-	p := &process{base: base, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &process{base: base, stderr: &logtest.Buffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(binary(t), args...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -155,24 +156,6 @@ func (p *process) kill() {
 		<-p.done
 		p.done <- nil
 	}
-}
-
-// lockedBuffer collects a child's output while tests read it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(b)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // counts returns the sandbox's per-endpoint call counts of this process.

@@ -1,7 +1,6 @@
 package appliance_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"html"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"wxappliance/appliance"
+	"wxappliance/appliance/logtest"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/kv"
 )
@@ -31,7 +31,7 @@ type harness struct {
 	srv   *httptest.Server
 	app   *appliance.Appliance
 	store *kv.Badger
-	logs  *syncBuffer
+	logs  *logtest.Buffer
 	clock *clock
 	cfg   appliance.Config
 }
@@ -53,29 +53,12 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // returnPage is where logins come back to in tests; its host is allowed.
 const returnPage = "https://app.example.com/page?x=1"
 
 func newHarness(t *testing.T, configure ...func(*appliance.Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, logs: &syncBuffer{}, clock: &clock{}}
+	h := &harness{t: t, logs: &logtest.Buffer{}, clock: &clock{}}
 	h.sb = sandbox.New(sandbox.Options{})
 	h.up = httptest.NewServer(h.sb)
 	t.Cleanup(h.up.Close)

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"wxappliance/appliance/sandbox"
-	"wxappliance/kv"
+	"wxappliance/kv/kvtest"
 	"wxappliance/media"
 	"wxappliance/oauth"
 )
@@ -32,11 +32,7 @@ func newServiceWith(t *testing.T, mediaGet http.HandlerFunc, opts media.Options)
 	mux.HandleFunc("/cgi-bin/media/get", mediaGet)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	store, err := kv.OpenBadger(t.TempDir(), kv.BadgerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := kvtest.Badger(t)
 	client, err := oauth.NewClient(oauth.ClientConfig{BaseURL: srv.URL, Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"wxappliance/appliance/cluster"
+	"wxappliance/appliance/logtest"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/callback"
 	"wxappliance/jssdk"
@@ -29,31 +29,11 @@ const rpcKey = "cluster-test-key-0123456789"
 // waitLimit bounds every wait for something that normally happens at once.
 const waitLimit = 30 * time.Second
 
-// backends are the stores and buses the instances can share. A Redis row
-// joins when kv.Redis and kvtest are on main.
-var backends = []struct {
-	name string
-	open func(t testing.TB) (kv.Store, kv.Bus)
-}{
-	{"badger", func(t testing.TB) (kv.Store, kv.Bus) {
-		store, err := kv.OpenBadger(t.TempDir(), kv.BadgerOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { store.Close() })
-		return store, &kv.LocalBus{}
-	}},
-	{"redis", func(t testing.TB) (kv.Store, kv.Bus) {
-		r := kvtest.Redis(t)
-		return r, r
-	}},
-}
-
 // forEachBackend runs test once per backend.
 func forEachBackend(t *testing.T, test func(t *testing.T, store kv.Store, bus kv.Bus)) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			store, bus := b.open(t)
+	for _, b := range kvtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			store, bus := b.Open(t)()
 			test(t, store, bus)
 		})
 	}
@@ -67,7 +47,7 @@ type testCluster struct {
 	store kv.Store
 	bus   kv.Bus
 	svc   rpc.Services
-	logs  *syncBuffer
+	logs  *logtest.Buffer
 }
 
 func newCluster(t testing.TB, store kv.Store, bus kv.Bus) *testCluster {
@@ -85,7 +65,7 @@ func newCluster(t testing.TB, store kv.Store, bus kv.Bus) *testCluster {
 		t:     t,
 		store: store,
 		bus:   bus,
-		logs:  &syncBuffer{},
+		logs:  &logtest.Buffer{},
 		svc: rpc.Services{
 			Sessions: oauth.NewSessions(store, web, oauth.SessionConfig{TTL: time.Hour}),
 			App:      app,
@@ -238,23 +218,6 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // cutBus is a bus whose subscriptions on matching channels a test can end,

@@ -9,10 +9,11 @@ import (
 
 	"wxappliance/appliance/cluster"
 	"wxappliance/kv"
+	"wxappliance/kv/kvtest"
 )
 
 func TestNewID(t *testing.T) {
-	store, _ := backends[0].open(t)
+	store := kvtest.Badger(t)
 	a, b := cluster.NewID(), cluster.NewID()
 	if a == b {
 		t.Fatalf("two ids alike: %s", a)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"wxappliance/callback"
+	"wxappliance/kv/kvtest"
 	"wxappliance/rpc/client"
 )
 
@@ -14,12 +15,12 @@ import (
 // landed on (local) and on another one (forwarded), one at a time and
 // many at once.
 func BenchmarkRelay(b *testing.B) {
-	for _, be := range backends {
+	for _, be := range kvtest.Backends {
 		for _, remote := range []bool{false, true} {
 			for _, parallel := range []bool{false, true} {
-				name := fmt.Sprintf("%s/remote=%v/parallel=%v", be.name, remote, parallel)
+				name := fmt.Sprintf("%s/remote=%v/parallel=%v", be.Name, remote, parallel)
 				b.Run(name, func(b *testing.B) {
-					store, bus := be.open(b)
+					store, bus := be.Open(b)()
 					c := newCluster(b, store, bus)
 					a, o := c.start("a"), c.start("o")
 					target := a
