@@ -3,22 +3,18 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"html"
-	"io"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"wxappliance/appliance/logtest"
+	"wxappliance/appliance/sandbox"
 )
 
 // These tests run the real static binary, as ops would.
@@ -158,73 +154,18 @@ func (p *process) kill() {
 	}
 }
 
-// counts returns the sandbox's per-endpoint call counts of this process.
+// counts returns the call counts of this process's sandbox.
 func (p *process) counts(t *testing.T) map[string]int {
 	t.Helper()
-	resp, err := http.Get(p.base + "/sandbox/_control/stats")
+	n, err := sandbox.Counts(p.base + "/sandbox")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var stats struct {
-		Counts map[string]int `json:"counts"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil {
-		t.Fatal(err)
-	}
-	return stats.Counts
+	return n
 }
 
-var userLinkRe = regexp.MustCompile(`id="user-([^"]+)"[^>]*href="([^"]+)"`)
-
-// login logs a new browser in as openid through /auth and the sandbox's
-// authorize page. It returns the session cookie value, or "" with the
-// error when any step failed (the process may be dying).
-func login(base, openid string) (string, error) {
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Timeout: 10 * time.Second}
-	page := base + "/sandbox/demo"
-	resp, err := c.Get(base + "/auth?state=" + url.QueryEscape(page))
-	if err != nil {
-		return "", err
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 {
-		return "", fmt.Errorf("authorize page: %d %v", resp.StatusCode, err)
-	}
-	var link string
-	for _, m := range userLinkRe.FindAllSubmatch(body, -1) {
-		if string(m[1]) == openid {
-			link = html.UnescapeString(string(m[2]))
-		}
-	}
-	if link == "" {
-		return "", fmt.Errorf("no link for %s", openid)
-	}
-	target, err := resp.Request.URL.Parse(link)
-	if err != nil {
-		return "", err
-	}
-	// Following redirects: confirm -> /auth/code -> the demo page. Only a
-	// fully received 302 from /auth/code sets the cookie in the jar.
-	resp, err = c.Get(target.String())
-	if err != nil {
-		return "", err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || resp.Request.URL.String() != page {
-		return "", fmt.Errorf("login ended at %d %s", resp.StatusCode, resp.Request.URL)
-	}
-	u, _ := url.Parse(base)
-	for _, ck := range jar.Cookies(u) {
-		if ck.Name == "wxappliance_session" {
-			return ck.Value, nil
-		}
-	}
-	return "", fmt.Errorf("no session cookie")
-}
+// login logs a new browser in as openid; the process may be dying.
+func login(base, openid string) (string, error) { return sandbox.Login(base, openid, "") }
 
 // openidOf asks the process who the session belongs to.
 func openidOf(base, session string) (string, int, error) {

@@ -101,18 +101,11 @@ key = %q
 // counts is the standalone sandbox's calls per endpoint.
 func (c *cluster) counts(t *testing.T) map[string]int {
 	t.Helper()
-	resp, err := http.Get(c.sandbox.base + "/_control/stats")
+	n, err := sandbox.Counts(c.sandbox.base)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var stats struct {
-		Counts map[string]int `json:"counts"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil {
-		t.Fatal(err)
-	}
-	return stats.Counts
+	return n
 }
 
 func (c *cluster) rpc(i int) *client.Client {
@@ -150,15 +143,13 @@ func loginAcross(base, finish, openid string) (string, error) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	var link string
-	for _, m := range userLinkRe.FindAllSubmatch(body, -1) {
-		if string(m[1]) == openid {
-			link = strings.ReplaceAll(string(m[2]), "&amp;", "&")
-		}
+	link, ok := sandbox.UserLink(body, openid)
+	if !ok {
+		return "", fmt.Errorf("no link for %s", openid)
 	}
 	confirm, err := authorize.Parse(link)
-	if err != nil || link == "" {
-		return "", fmt.Errorf("no link for %s", openid)
+	if err != nil {
+		return "", err
 	}
 	resp, err = cl.Get(confirm.String())
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,25 +31,8 @@ type harness struct {
 	app   *appliance.Appliance
 	store *kv.Badger
 	logs  *logtest.Buffer
-	clock *clock
+	clock *sandbox.Clock
 	cfg   appliance.Config
-}
-
-type clock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.offset += d
-	c.mu.Unlock()
 }
 
 // returnPage is where logins come back to in tests; its host is allowed.
@@ -58,7 +40,7 @@ const returnPage = "https://app.example.com/page?x=1"
 
 func newHarness(t *testing.T, configure ...func(*appliance.Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, logs: &logtest.Buffer{}, clock: &clock{}}
+	h := &harness{t: t, logs: &logtest.Buffer{}, clock: &sandbox.Clock{}}
 	h.sb = sandbox.New(sandbox.Options{})
 	h.up = httptest.NewServer(h.sb)
 	t.Cleanup(h.up.Close)

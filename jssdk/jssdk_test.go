@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"wxappliance/appliance/sandbox"
+	"wxappliance/appliance/sandbox/sandboxtest"
 	"wxappliance/jssdk"
 	"wxappliance/kv/kvtest"
 	"wxappliance/oauth"
@@ -39,16 +40,10 @@ type fixture struct {
 
 func newFixture(t *testing.T, allowed func(string) bool) *fixture {
 	t.Helper()
-	sb := sandbox.New(sandbox.Options{})
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
+	wx := sandboxtest.New(t, sandboxtest.Options{})
 	store := kvtest.Badger(t)
-	client, err := oauth.NewClient(oauth.ClientConfig{BaseURL: srv.URL, Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := oauth.NewApp(client, store, oauth.AppConfig{AppID: sb.AppID(), Secret: "sandbox-secret"})
-	return &fixture{sb: sb, app: app, svc: jssdk.New(app, store, jssdk.Options{AllowedHost: allowed})}
+	app := wx.App(store)
+	return &fixture{sb: wx.Sandbox, app: app, svc: jssdk.New(app, store, jssdk.Options{AllowedHost: allowed})}
 }
 
 func TestConfig(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"wxappliance/appliance/cluster"
 	"wxappliance/appliance/logtest"
 	"wxappliance/appliance/sandbox"
+	"wxappliance/appliance/sandbox/sandboxtest"
 	"wxappliance/callback"
 	"wxappliance/jssdk"
 	"wxappliance/kv"
@@ -52,15 +53,9 @@ type testCluster struct {
 
 func newCluster(t testing.TB, store kv.Store, bus kv.Bus) *testCluster {
 	t.Helper()
-	sb := sandbox.New(sandbox.Options{})
-	up := httptest.NewServer(sb)
-	t.Cleanup(up.Close)
-	client, err := oauth.NewClient(oauth.ClientConfig{BaseURL: up.URL, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := oauth.NewApp(client, store, oauth.AppConfig{AppID: sb.AppID(), Secret: sandbox.DefaultAppSecret})
-	web := oauth.NewWeb(client, sb.AppID(), sandbox.DefaultAppSecret, up.URL, nil)
+	wx := sandboxtest.New(t, sandboxtest.Options{Timeout: 5 * time.Second})
+	app := wx.App(store)
+	web := oauth.NewWeb(wx.Client, wx.Sandbox.AppID(), sandbox.DefaultAppSecret, wx.URL, nil)
 	return &testCluster{
 		t:     t,
 		store: store,
