@@ -129,9 +129,9 @@ func TestUserGet(t *testing.T) {
 	call(t, c, "user.get", map[string]string{"openid": sandbox.OpenIDZhangsan}, &raw)
 	var info struct {
 		Subscribe int    `json:"subscribe"`
-		Nickname  string `json:"nickname"`
+		Remark    string `json:"remark"`
 	}
-	if err := json.Unmarshal(raw, &info); err != nil || info.Subscribe != 1 || info.Nickname != sandbox.NicknameZhangsan {
+	if err := json.Unmarshal(raw, &info); err != nil || info.Subscribe != 1 || info.Remark != "测试备注" {
 		t.Fatalf("user.get %s", raw)
 	}
 

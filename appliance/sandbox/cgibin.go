@@ -35,16 +35,16 @@ func (s *Sandbox) handleUserInfo(w http.ResponseWriter, r *http.Request) {
 		}{0, u.OpenID, u.UnionID})
 		return
 	}
+	// No nickname and no headimgurl: WeChat stopped returning them here at
+	// the end of 2021.
 	writeJSON(w, ctypeJSON, struct {
 		Subscribe      int    `json:"subscribe"`
 		OpenID         string `json:"openid"`
-		Nickname       string `json:"nickname"`
 		Sex            int    `json:"sex"`
 		Language       string `json:"language"`
 		City           string `json:"city"`
 		Province       string `json:"province"`
 		Country        string `json:"country"`
-		HeadImgURL     string `json:"headimgurl"`
 		SubscribeTime  int64  `json:"subscribe_time"`
 		UnionID        string `json:"unionid,omitempty"`
 		Remark         string `json:"remark"`
@@ -54,8 +54,8 @@ func (s *Sandbox) handleUserInfo(w http.ResponseWriter, r *http.Request) {
 		QRScene        int    `json:"qr_scene"`
 		QRSceneStr     string `json:"qr_scene_str"`
 	}{
-		1, u.OpenID, u.Nickname, u.Sex, u.Language, u.City, u.Province, u.Country,
-		baseURL(r) + "/" + u.HeadImgURL, u.SubscribeTime, u.UnionID, u.Remark, u.GroupID,
+		1, u.OpenID, u.Sex, u.Language, u.City, u.Province, u.Country,
+		u.SubscribeTime, u.UnionID, u.Remark, u.GroupID,
 		nonNil(u.TagIDs), u.SubscribeScene, 0, "",
 	})
 }

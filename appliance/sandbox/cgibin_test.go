@@ -17,7 +17,7 @@ func TestUserInfo(t *testing.T) {
 	}
 	m := a.json(t)
 	want := map[string]any{
-		"subscribe": float64(1), "openid": OpenIDZhangsan, "nickname": "张三", "sex": float64(1),
+		"subscribe": float64(1), "openid": OpenIDZhangsan, "sex": float64(1),
 		"language": "zh_CN", "city": "广州", "province": "广东", "country": "中国",
 		"subscribe_time": float64(1700000000), "remark": "测试备注", "groupid": float64(0),
 		"subscribe_scene": "ADD_SCENE_QR_CODE", "qr_scene": float64(0), "qr_scene_str": "",
@@ -30,14 +30,19 @@ func TestUserInfo(t *testing.T) {
 	if !reflect.DeepEqual(m["tagid_list"], []any{float64(2)}) {
 		t.Errorf("tagid_list %v", m["tagid_list"])
 	}
-	if !bytes.Contains(a.Body, []byte(`"nickname":"张三","sex":1`)) {
+	// Since 2021 user/info has no nickname or avatar: sns/userinfo does.
+	if m["nickname"] != nil || m["headimgurl"] != nil {
+		t.Errorf("nickname %v, headimgurl %v in user/info", m["nickname"], m["headimgurl"])
+	}
+	if !bytes.Contains(a.Body, []byte(`"remark":"测试备注","groupid":0`)) {
 		t.Errorf("not raw UTF-8 in WeChat's field order: %s", a.Body)
 	}
 
-	// Markup stays raw: json.Marshal's default would write \u003c.
+	// Markup stays raw: json.Marshal's default would write \u003c. A user
+	// who authorized after 2021 has no gender, region or language.
 	tom := e.userInfo(tok, OpenIDTom)
-	if !bytes.Contains(tom.Body, []byte(`"nickname":"Tom <b>&</b> \"O'Neil\""`)) {
-		t.Errorf("HTML-escaped answer: %s", tom.Body)
+	if !bytes.Contains(tom.Body, []byte(`"remark":"<b>VIP</b> & \"friend\""`)) || !bytes.Contains(tom.Body, []byte(`"sex":0,"language":"","city":"","province":"","country":""`)) {
+		t.Errorf("HTML-escaped answer or a new user with a region: %s", tom.Body)
 	}
 	if got := tom.json(t)["tagid_list"]; !reflect.DeepEqual(got, []any{}) {
 		t.Errorf("empty tagid_list answered as %v", got)

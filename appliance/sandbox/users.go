@@ -28,10 +28,17 @@ const (
 	NicknameAhua     = "\ue415阿花"
 	NicknameLisi     = "李四"
 	NicknameTom      = `Tom <b>&</b> "O'Neil"`
+
+	// RemarkTom has markup in cgi-bin/user/info, which has no nickname.
+	RemarkTom = `<b>VIP</b> & "friend"`
 )
 
 // User is a test user as WeChat describes it in sns/userinfo and
-// cgi-bin/user/info.
+// cgi-bin/user/info. Since 2021 WeChat returns no gender, region or
+// language for users who authorized after the change (here all but 张三 and
+// 阿花, whose older data it still has), and cgi-bin/user/info returns no
+// nickname or avatar for anyone: sns/userinfo (snsapi_userinfo) is the only
+// source of those.
 type User struct {
 	OpenID     string `json:"openid"`
 	UnionID    string `json:"unionid"`
@@ -60,8 +67,8 @@ var users = []User{
 		Remark: "测试备注", TagIDs: []int{2},
 	},
 	{
-		OpenID: OpenIDXiaoming, UnionID: "oSBXu_xiaoming", Nickname: NicknameXiaoming, Sex: 1,
-		City: "深圳", Province: "广东", Country: "中国", Language: "zh_CN",
+		// Authorized after 2021: WeChat gives no gender, region or language.
+		OpenID: OpenIDXiaoming, UnionID: "oSBXu_xiaoming", Nickname: NicknameXiaoming,
 		Subscribed: true, SubscribeTime: 1700003600, SubscribeScene: "ADD_SCENE_SEARCH",
 		TagIDs: []int{},
 	},
@@ -72,12 +79,10 @@ var users = []User{
 		TagIDs: []int{},
 	},
 	{
-		OpenID: OpenIDLisi, UnionID: "oSBXu_lisi", Nickname: NicknameLisi, Sex: 1,
-		City: "北京", Province: "北京", Country: "中国", Language: "zh_CN",
+		OpenID: OpenIDLisi, UnionID: "oSBXu_lisi", Nickname: NicknameLisi,
 	},
 	{
-		OpenID: OpenIDTom, UnionID: "oSBXu_tom", Nickname: NicknameTom, Sex: 0,
-		City: "", Province: "", Country: "", Language: "en",
+		OpenID: OpenIDTom, UnionID: "oSBXu_tom", Nickname: NicknameTom, Remark: RemarkTom,
 		Subscribed: true, SubscribeTime: 1700010800, SubscribeScene: "ADD_SCENE_OTHERS",
 		TagIDs: []int{},
 	},
