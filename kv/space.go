@@ -160,7 +160,8 @@ func (g *spaceGuard) lookLocked() {
 	case was == nil:
 	case free >= g.resume:
 		g.full.Store(nil)
-		g.log.Info("kv: disk space back above storage.min_free; accepting writes",
+		// Warn, not Info: whoever saw the error should see the recovery.
+		g.log.Warn("kv: disk space back above storage.min_free; accepting writes",
 			"dir", g.dir, "free", formatBytes(free), "min_free", formatBytes(g.min))
 	default:
 		// Between the floor and the resume mark: still refusing, with
