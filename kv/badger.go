@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -195,8 +196,11 @@ func (b *Badger) open() error {
 		b.db = db
 		return err
 	}
-	mem, sst := filesIn(b.dir)
-	if mem == 0 {
+	if _, err := os.Stat(filepath.Join(b.dir, badger.ManifestFilename)); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("storage.dir %q: %w; a new store cannot be created there until space returns", b.dir, b.space.err())
+	}
+	logs, mem, sst := filesIn(b.dir)
+	if logs == 0 {
 		// Read-only, Badger reads the manifest, the tables and the value
 		// log headers, and creates and writes nothing.
 		db, err := b.openDB(true)
@@ -241,9 +245,10 @@ func (b *Badger) openDB(readOnly bool) (*badger.DB, error) {
 	return db, nil
 }
 
-// filesIn returns the bytes allocated to write-ahead logs (*.mem, which are
-// sparse) and the size of the tables (*.sst) in dir.
-func filesIn(dir string) (mem, sst int64) {
+// filesIn returns the number of write-ahead logs (*.mem) in dir, which a
+// clean Close leaves none of, the bytes allocated to them (they are sparse)
+// and the size of the tables (*.sst).
+func filesIn(dir string) (logs int, mem, sst int64) {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		info, err := e.Info()
@@ -252,12 +257,13 @@ func filesIn(dir string) (mem, sst int64) {
 		}
 		switch filepath.Ext(e.Name()) {
 		case ".mem":
+			logs++
 			mem += allocated(info)
 		case ".sst":
 			sst += info.Size()
 		}
 	}
-	return mem, sst
+	return logs, mem, sst
 }
 
 // checkDir creates dir and proves it writable, so that a misconfigured
@@ -271,6 +277,11 @@ func checkDir(dir string) error {
 		return fmt.Errorf("storage.dir %q: cannot create directory: %w", dir, err)
 	}
 	f, err := os.CreateTemp(dir, ".writable-*")
+	if errors.Is(err, syscall.ENOSPC) {
+		// Writable, but full: the store opens read-only then, which
+		// needs no room (see Badger).
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("storage.dir %q: directory is not writable: %w", dir, err)
 	}

@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -192,33 +193,46 @@ func (b *Badger) maybeReclaim() {
 //
 // Badger only drops them in compaction, and only compacts a level when it
 // outgrows its target or level 0 holds NumLevelZeroTables tables, which
-// takes more writes: after a flood of short-lived records nothing would
-// compact again, and they would stay on disk (measured: 212 MiB of records
-// expired a minute earlier stayed, with or without Flatten). Flatten alone
+// takes more writes: after a flood of short-lived records nothing compacts
+// again, and they stay on disk (measured: 212 MiB of records that had
+// expired minutes before stayed, with or without Flatten). Flatten alone
 // does nothing once every table is on one level, and Badger has no call
 // that flushes the memtable. DropPrefix does flush it, then compacts
-// level 0 into the base level: so reclaim writes a key under a prefix of
-// its own, plus tombstones for a lowest and a highest key, and drops the
-// prefix. The flushed table then spans the whole key space, so compacting
-// it rewrites every table of the base level; Flatten then pushes the base
-// level down through the levels below, rewriting what it overlaps. With the
-// tables of this store's size (up to 10 MiB the base level is the last)
-// that is every table.
+// level 0 into the base level, and Flatten then pushes each level into the
+// next, rewriting the tables of the lower level that overlap the upper one.
+//
+// So reclaim writes a key under a prefix of its own and drops the prefix,
+// after writing tombstones that make every table overlap what comes down
+// from above: one below and one above every key, and one just after the
+// smallest key of each table (its key plus a 0 byte, which exists nowhere,
+// as the transaction checks). Without them a table of the last level whose
+// keys fall between two tables of the level above is never rewritten: in 2
+// of 5 runs that left one or two 4 MiB tables of expired records behind.
+// The tombstones themselves are dropped on reaching the last level.
 //
 // DropPrefix refuses concurrent writes (ErrBlockedWrites), so writers wait
 // on wmu while it runs, and it holds Badger's memtable lock, which stalls
-// reads, while it flushes and compacts level 0 into the base level: at most
-// about 10 MiB of tables to rewrite. Flatten runs beside writes and reads.
+// reads, while it flushes and compacts level 0 into the base level, whose
+// target is 10 MiB: measured 0.2-0.3 s for a store of 60-210 MiB, on two
+// busy cores. Flatten runs beside writes and reads.
 func (b *Badger) reclaim() error {
 	b.wmu.Lock()
 	err := b.db.Update(func(txn *badger.Txn) error {
 		if err := txn.Set(reclaimPrefix, nil); err != nil {
 			return err
 		}
-		if err := txn.Delete(lowestKey); err != nil {
-			return err
+		for _, k := range reclaimMarkers(b.db.Tables()) {
+			_, err := txn.Get(k)
+			switch {
+			case errors.Is(err, badger.ErrKeyNotFound):
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			case err != nil:
+				return err
+			}
 		}
-		return txn.Delete(highestKey)
+		return nil
 	})
 	if err == nil {
 		err = b.db.DropPrefix(reclaimPrefix)
@@ -228,6 +242,25 @@ func (b *Badger) reclaim() error {
 		return err
 	}
 	return b.db.Flatten(1)
+}
+
+// reclaimMarkers returns the keys reclaim deletes: the lowest and highest
+// key, and the successor of the smallest key of each table that holds more
+// than one key.
+func reclaimMarkers(tables []badger.TableInfo) [][]byte {
+	keys := [][]byte{lowestKey, highestKey}
+	for _, t := range tables {
+		// Table bounds carry Badger's 8-byte version after the key.
+		if len(t.Left) <= 8 || len(t.Right) <= 8 {
+			continue
+		}
+		left, right := t.Left[:len(t.Left)-8], t.Right[:len(t.Right)-8]
+		if bytes.Equal(left, right) || bytes.HasPrefix(left, reclaimPrefix) {
+			continue
+		}
+		keys = append(keys, append(bytes.Clone(left), 0))
+	}
+	return keys
 }
 
 // tableSize returns the size of all tables on disk.

@@ -338,8 +338,7 @@ func TestOpenAfterCrashOnFullDisk(t *testing.T) {
 	src := openTest(t, t.TempDir(), BadgerOptions{})
 	mustPut(t, src, "session", "alice", time.Hour)
 	crashed := crashImage(t, src.dir)
-	mem, _ := filesIn(crashed)
-	if mem == 0 {
+	if logs, _, _ := filesIn(crashed); logs == 0 {
 		t.Fatal("the crash image has no write-ahead log to replay")
 	}
 
@@ -419,5 +418,18 @@ func TestFormatBytes(t *testing.T) {
 		if got := formatBytes(n); got != want {
 			t.Errorf("formatBytes(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+func TestOpenNewStoreOnFullDisk(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	disk := newFakeDisk(1 << 20)
+	b, err := OpenBadger(dir, BadgerOptions{freeSpace: disk.freeSpace})
+	if err == nil {
+		b.Close()
+		t.Fatal("created a store on a full disk")
+	}
+	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "disk full: 1 MiB free") || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("err = %v; want ErrNoSpace naming the dir and the free space", err)
 	}
 }
