@@ -10,25 +10,26 @@ import (
 // DefaultMinFree is the free-space floor of a Badger store when
 // BadgerOptions.MinFree is zero (storage.min_free).
 //
-// The floor is the room Badger still needs after the store has stopped
-// accepting writes, because Badger writes on its own and dies of SIGBUS,
-// not an error, when a write into one of its memory-mapped files finds the
-// disk full (see the comment on Badger). With the options in badgerOptions,
-// the most it can write by then is:
+// The floor is the room Badger still needs once the store has stopped
+// accepting writes, because Badger goes on writing by itself and dies of
+// SIGBUS, not an error, when a write into one of its memory-mapped files
+// finds the disk full (see Badger). With the options of badgerOptions, what
+// it can still add by then is:
 //
-//   - the write-ahead logs of the two memtables: 4 MiB each, plus a 4 KiB
-//     header page for the next one;
-//   - their flush to level 0: a table of about 4.1 MiB each;
-//   - the compaction that flush triggers, which writes the merged tables
-//     before it deletes the old ones: up to 8 level-0 tables of 4 MiB when
-//     writes were stalling (2 normally) plus the base level it merges into,
-//     whose target is 10 MiB;
-//   - up to checkEvery bytes admitted between two free-space checks.
+//   - up to checkEvery (1 MiB) admitted between two looks at the disk;
+//   - the flush of both memtables to level 0: about 4.1 MiB each, plus a
+//     4 KiB header page for the next write-ahead log;
+//   - the compaction such a flush sets off, which writes its output before
+//     it deletes its input: level 0 (2 tables of 4 MiB normally, 8 when
+//     writes were stalling) merged with the base level, whose target is
+//     10 MiB.
 //
-// That is 8 + 8 + 32 + 10 + 1 MiB, about 60 MiB in the worst case and 25
-// MiB normally; 64 MiB rounds it up and is a negligible share of any real
-// disk. A store that has grown past a few hundred MiB compacts bigger
-// tables at its lower levels and deserves a larger floor.
+// That is 1 + 8 + 8 + 10 = 27 MiB normally and 1 + 8 + 32 + 10 = 51 MiB in
+// the worst case; 64 MiB covers it with room for the manifest, the logs
+// of other programs for a few seconds, and a store somewhat over its
+// nominal size, and is a negligible share of any real disk. A store that
+// has grown to hundreds of MiB compacts bigger tables at its lower levels
+// and deserves a larger floor.
 const DefaultMinFree = 64 << 20
 
 const (
