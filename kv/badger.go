@@ -106,10 +106,10 @@ type Badger struct {
 	space  *spaceGuard   // nil when the floor is off
 	ledger *expiryLedger // bytes written with a TTL, by when they expire
 
-	// mu is held for reading by every operation, and for writing by Close,
-	// a reopen and the flush at the start of a reclaim. Close waits for
-	// operations in flight, and operations after it see db == nil instead
-	// of a closed database.
+	// mu is held for reading by every operation, and for writing by Close
+	// and a reopen: Close waits for operations in flight, and operations
+	// after it see db == nil instead of a closed database. wmu keeps
+	// writes out of the way of a reclaim without stopping reads.
 	mu       sync.RWMutex
 	db       *badger.DB
 	wmu      sync.RWMutex // held for reading by writes, for writing by a reclaim

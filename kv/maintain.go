@@ -25,6 +25,9 @@ const (
 	// reclaimHeadroom is what a reclaim writes besides the tables it
 	// rewrites: the flush of both memtables and a new write-ahead log.
 	reclaimHeadroom = 2*(4<<20+256<<10) + 1<<20
+	// maxMarkedTables keeps the markers of a reclaim well inside one
+	// transaction (Badger's batch limit is 15% of MemTableSize).
+	maxMarkedTables = 1000
 )
 
 // The keys a reclaim writes. Keys starting with 0x00 or 0xff sort before and
@@ -216,7 +219,17 @@ func (b *Badger) maybeReclaim() {
 // target is 10 MiB: measured 0.2-0.3 s for a store of 60-210 MiB, on two
 // busy cores. Flatten runs beside writes and reads.
 func (b *Badger) reclaim() error {
+	if err := b.flushAndMark(); err != nil {
+		return err
+	}
+	return b.db.Flatten(1)
+}
+
+// flushAndMark writes the markers and drops the prefix, with writes held
+// back.
+func (b *Badger) flushAndMark() error {
 	b.wmu.Lock()
+	defer b.wmu.Unlock()
 	err := b.db.Update(func(txn *badger.Txn) error {
 		if err := txn.Set(reclaimPrefix, nil); err != nil {
 			return err
@@ -234,14 +247,10 @@ func (b *Badger) reclaim() error {
 		}
 		return nil
 	})
-	if err == nil {
-		err = b.db.DropPrefix(reclaimPrefix)
-	}
-	b.wmu.Unlock()
 	if err != nil {
 		return err
 	}
-	return b.db.Flatten(1)
+	return b.db.DropPrefix(reclaimPrefix)
 }
 
 // reclaimMarkers returns the keys reclaim deletes: the lowest and highest
@@ -249,6 +258,11 @@ func (b *Badger) reclaim() error {
 // than one key.
 func reclaimMarkers(tables []badger.TableInfo) [][]byte {
 	keys := [][]byte{lowestKey, highestKey}
+	if len(tables) > maxMarkedTables {
+		// Too many to delete in one transaction; the store is then far
+		// bigger than this one is meant to be, and gets the ends only.
+		return keys
+	}
 	for _, t := range tables {
 		// Table bounds carry Badger's 8-byte version after the key.
 		if len(t.Left) <= 8 || len(t.Right) <= 8 {
