@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -21,6 +23,9 @@ var ErrLocked = errors.New("kv: storage directory is locked")
 var (
 	errEmptyKey    = errors.New("kv: empty key")
 	errNegativeTTL = errors.New("kv: negative ttl")
+	// errReadOnly refuses writes between space returning and the reopen
+	// that follows within a second.
+	errReadOnly = fmt.Errorf("storage.dir was opened read-only on a full disk and is being reopened for writes: %w", ErrNoSpace)
 )
 
 // maxAttempts bounds the retries of a transaction that lost a conflict. A
@@ -31,14 +36,29 @@ const maxAttempts = 100
 
 // BadgerOptions configures OpenBadger. The zero value is ready to use.
 type BadgerOptions struct {
-	// Logger receives Badger's own log lines. Nil discards them.
+	// Logger receives Badger's own log lines and the store's notices (the
+	// disk crossing the floor, space reclaimed). Nil discards them.
 	Logger *slog.Logger
-	// GCInterval is how often the value log is garbage collected. Zero
-	// means five minutes.
+	// GCInterval is how often the store looks for space to give back: value
+	// log GC, and a rewrite of the tables once enough records have expired
+	// (see maybeReclaim). Zero means five minutes.
 	GCInterval time.Duration
+	// MinFree is the free-space floor in bytes (storage.min_free): while the
+	// disk holding the directory has less free space, every write fails with
+	// an error wrapping ErrNoSpace, reads keep working and Ready reports the
+	// disk full. Zero means DefaultMinFree; a negative value turns the floor
+	// off.
+	MinFree int64
 	// InMemory keeps everything in memory and ignores dir. It exists for
 	// tests: nothing survives Close.
 	InMemory bool
+
+	// freeSpace replaces the look at the disk, for tests.
+	freeSpace func(dir string) (int64, error)
+	// now replaces time.Now in the reclaim accounting, for tests.
+	now func() time.Time
+	// spaceInterval replaces the second between looks at the disk, for tests.
+	spaceInterval time.Duration
 }
 
 // Badger is a Store on an embedded Badger database in one directory. It is
@@ -48,31 +68,76 @@ type BadgerOptions struct {
 // so they survive the process being killed, but a power loss or kernel crash
 // can lose the last writes. Everything kept here (sessions, nonces, tokens,
 // dedupe keys) is cheap to lose or recreate.
+//
+// # A full disk
+//
+// Badger (v4.9.6) writes almost everything through memory-mapped files that
+// it sizes with ftruncate, which allocates no blocks: the memtables' write-
+// ahead logs (*.mem, 2 x MemTableSize, written entry by entry in
+// logFile.writeEntry), the tables of memtable flushes and compactions
+// (table.CreateTable copies a built table into a fresh mapping), value log
+// files (*.vlog, 2 x ValueLogFileSize) and DISCARD. On a full disk the
+// kernel can only answer the page fault of such a write with SIGBUS, which
+// kills the process: there is no error to handle. Reproduced on a 20 MiB
+// tmpfs with this store's options, 3 KB Puts died after 4,000 to 7,000
+// writes, in writeEntry (the Put itself) or in CreateTable (the flusher or a
+// compactor, on their own). Restarting died again: Open replays each *.mem
+// file through its mapping, and on tmpfs even reading a hole of a mapping
+// allocates a page; a disk filesystem gets a little further, until Open
+// writes the header of a new *.mem and a new *.vlog into their mappings or
+// flushes the replayed memtables. Only MANIFEST, KEYREGISTRY and the LOCK
+// pid file are written with write(2) and fail with ENOSPC like any file.
+//
+// So the store stops writing before Badger has to: below a floor of free
+// space (BadgerOptions.MinFree; DefaultMinFree says what it must cover)
+// every write is refused with ErrNoSpace before it reaches Badger. No
+// memtable then fills, so no flush or compaction is set off, and those
+// already under way finish inside the floor. Opening on a disk below the
+// floor opens read-only, which writes nothing at all, and the store reopens
+// itself read-write once space is back.
 type Badger struct {
-	dir string
-	log *slog.Logger
+	dir       string
+	log       *slog.Logger
+	opt       badger.Options // read-write; the read-only open derives from it
+	now       func() time.Time
+	gcEvery   time.Duration
+	lookEvery time.Duration
 
-	// mu is held for reading by every operation and for writing by Close,
-	// so Close waits for operations in flight and operations that come
-	// after it see db == nil instead of a closed database.
-	mu sync.RWMutex
-	db *badger.DB
+	space  *spaceGuard   // nil when the floor is off
+	ledger *expiryLedger // bytes written with a TTL, by when they expire
 
-	stopGC chan struct{} // closed by Close to stop gcLoop
-	gcDone chan struct{} // closed by gcLoop when it has returned
+	// mu is held for reading by every operation, and for writing by Close
+	// and a reopen: Close waits for operations in flight, and operations
+	// after it see db == nil instead of a closed database. wmu keeps
+	// writes out of the way of a reclaim without stopping reads.
+	mu       sync.RWMutex
+	db       *badger.DB
+	wmu      sync.RWMutex // held for reading by writes, for writing by a reclaim
+	readOnly bool         // opened read-only because the disk was below the floor
+	lost     error        // why db is nil although Close was not called
+
+	// Touched only by the maintenance goroutine.
+	nextReopen     time.Time
+	lastReclaim    time.Time
+	reclaimBlocked bool
+
+	stopOnce sync.Once
+	stop     chan struct{} // closed by Close to stop maintain
+	done     chan struct{} // closed by maintain when it has returned
 }
 
 var _ Store = (*Badger)(nil)
 
 // OpenBadger opens, creating it if needed, the Badger database in dir.
-// If another process has dir open the error wraps ErrLocked.
+// If another process has dir open the error wraps ErrLocked. On a disk below
+// the free-space floor it opens read-only (see Badger).
 func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
 	return openBadger(dir, opts, true)
 }
 
-// openBadger is OpenBadger with the value log GC loop optional, because
+// openBadger is OpenBadger with the maintenance goroutine optional, because
 // Restore must not have GC running alongside db.Load.
-func openBadger(dir string, opts BadgerOptions, gc bool) (*Badger, error) {
+func openBadger(dir string, opts BadgerOptions, maintain bool) (*Badger, error) {
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -82,26 +147,123 @@ func openBadger(dir string, opts BadgerOptions, gc bool) (*Badger, error) {
 			return nil, err
 		}
 	}
-	db, err := badger.Open(badgerOptions(dir, opts, logger))
+	b := &Badger{
+		dir:       dir,
+		log:       logger,
+		opt:       badgerOptions(dir, opts, logger),
+		now:       opts.now,
+		gcEvery:   opts.GCInterval,
+		lookEvery: opts.spaceInterval,
+		ledger:    newExpiryLedger(),
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	if b.gcEvery <= 0 {
+		b.gcEvery = 5 * time.Minute
+	}
+	if b.lookEvery <= 0 {
+		b.lookEvery = time.Second
+	}
+	if !opts.InMemory && opts.MinFree >= 0 {
+		floor := opts.MinFree
+		if floor == 0 {
+			floor = DefaultMinFree
+		}
+		free := opts.freeSpace
+		if free == nil {
+			free = diskFree
+		}
+		b.space = newSpaceGuard(dir, floor, free, logger)
+	}
+	if err := b.open(); err != nil {
+		return nil, err
+	}
+	b.lastReclaim = b.now()
+	if maintain && !opts.InMemory {
+		b.stop = make(chan struct{})
+		b.done = make(chan struct{})
+		go b.maintain()
+	}
+	return b, nil
+}
+
+// open opens the database: read-write normally, read-only when the disk is
+// below the floor, so that starting on a full disk writes nothing.
+func (b *Badger) open() error {
+	if b.space == nil || !b.space.look() {
+		db, err := b.openDB(false)
+		b.db = db
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(b.dir, badger.ManifestFilename)); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("storage.dir %q: %w; a new store cannot be created there until space returns", b.dir, b.space.err())
+	}
+	logs, mem, sst := filesIn(b.dir)
+	if logs == 0 {
+		// Read-only, Badger reads the manifest, the tables and the value
+		// log headers, and creates and writes nothing.
+		db, err := b.openDB(true)
+		if err != nil {
+			return err
+		}
+		b.db, b.readOnly = db, true
+		b.log.Warn("kv: storage.dir opened read-only: the disk is below storage.min_free; writes resume once space returns",
+			"dir", b.dir, "err", b.space.err())
+		return nil
+	}
+	// Write-ahead logs left by an unclean shutdown: read-only Badger
+	// refuses them (ErrTruncateNeeded), and replaying them writes a level-0
+	// table per log and whatever compaction then makes of them. Open
+	// read-write when that fits in what is free, writes staying refused.
+	need := min(2*mem+sst+1<<20, b.space.min)
+	if free, err := b.space.freeNow(); err != nil || free < need {
+		return fmt.Errorf("storage.dir %q: %w; the write-ahead log of an unclean shutdown must be replayed, which needs about %s free: free some space and start again",
+			b.dir, b.space.err(), formatBytes(need))
+	}
+	db, err := b.openDB(false)
+	if err != nil {
+		return err
+	}
+	b.db = db
+	b.log.Warn("kv: storage.dir is below storage.min_free; replayed its write-ahead log, writes stay refused until space returns",
+		"dir", b.dir, "err", b.space.err())
+	return nil
+}
+
+// openDB opens Badger, turning its lock failure into ErrLocked.
+func (b *Badger) openDB(readOnly bool) (*badger.DB, error) {
+	db, err := badger.Open(b.opt.WithReadOnly(readOnly))
 	if err != nil {
 		// Badger formats its errors with %v, so the flock failure can only
 		// be recognised by its text.
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
-			return nil, fmt.Errorf("storage.dir %q: in use by another process (is another wxappliance running?): %w", dir, ErrLocked)
+			return nil, fmt.Errorf("storage.dir %q: in use by another process (is another wxappliance running?): %w", b.dir, ErrLocked)
 		}
-		return nil, fmt.Errorf("storage.dir %q: open badger: %w", dir, err)
+		return nil, fmt.Errorf("storage.dir %q: open badger: %w", b.dir, err)
 	}
-	b := &Badger{dir: dir, log: logger, db: db}
-	if gc && !opts.InMemory {
-		interval := opts.GCInterval
-		if interval <= 0 {
-			interval = 5 * time.Minute
+	return db, nil
+}
+
+// filesIn returns the number of write-ahead logs (*.mem) in dir, which a
+// clean Close leaves none of, the bytes allocated to them (they are sparse)
+// and the size of the tables (*.sst).
+func filesIn(dir string) (logs int, mem, sst int64) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil {
+			continue
 		}
-		b.stopGC = make(chan struct{})
-		b.gcDone = make(chan struct{})
-		go b.gcLoop(interval)
+		switch filepath.Ext(e.Name()) {
+		case ".mem":
+			logs++
+			mem += allocated(info)
+		case ".sst":
+			sst += info.Size()
+		}
 	}
-	return b, nil
+	return logs, mem, sst
 }
 
 // checkDir creates dir and proves it writable, so that a misconfigured
@@ -115,6 +277,11 @@ func checkDir(dir string) error {
 		return fmt.Errorf("storage.dir %q: cannot create directory: %w", dir, err)
 	}
 	f, err := os.CreateTemp(dir, ".writable-*")
+	if errors.Is(err, syscall.ENOSPC) {
+		// Writable, but full: the store opens read-only then, which
+		// needs no room (see Badger).
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("storage.dir %q: directory is not writable: %w", dir, err)
 	}
@@ -180,34 +347,65 @@ func badgerOptions(dir string, o BadgerOptions, logger *slog.Logger) badger.Opti
 		WithDetectConflicts(true)
 }
 
-// Ready reports whether the store is open, for readiness probes.
+// Ready reports whether the store is open and accepting writes, for
+// readiness probes. Below the floor it returns the error writes get, whose
+// text says how full the disk is.
 func (b *Badger) Ready() error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	if b.db == nil {
+	switch {
+	case b.lost != nil:
+		return b.lost
+	case b.db == nil:
 		return ErrClosed
+	case b.space != nil && b.space.err() != nil:
+		return b.space.err()
+	case b.readOnly:
+		return errReadOnly
 	}
 	return nil
 }
 
-// Close stops value log GC and closes the database, waiting for operations
-// in flight. It is safe to call more than once.
+// Close stops the maintenance goroutine and closes the database, waiting
+// for operations in flight. It is safe to call more than once.
 func (b *Badger) Close() error {
+	// Maintenance must be stopped first, and without mu, which a reopen
+	// or reclaim in progress holds: RunValueLogGC on a closing DB races
+	// with its shutdown.
+	b.stopOnce.Do(func() {
+		if b.stop != nil {
+			close(b.stop)
+			<-b.done
+		}
+	})
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.lost = nil
 	if b.db == nil {
 		return nil
-	}
-	// GC must be stopped first: RunValueLogGC on a closing DB races with
-	// its shutdown.
-	if b.stopGC != nil {
-		close(b.stopGC)
-		<-b.gcDone
 	}
 	db := b.db
 	b.db = nil
 	if err := db.Close(); err != nil {
 		return fmt.Errorf("kv: close %q: %w", b.dir, err)
+	}
+	return nil
+}
+
+// writable returns nil when a write of about n bytes may go to Badger, or
+// the error refusing it. Call it with mu held for reading.
+func (b *Badger) writable(n int64) error {
+	switch {
+	case b.db == nil:
+		return ErrClosed
+	case b.space == nil:
+		return nil
+	}
+	if err := b.space.admit(n); err != nil {
+		return err
+	}
+	if b.readOnly {
+		return errReadOnly
 	}
 	return nil
 }
@@ -246,26 +444,37 @@ func (b *Badger) Put(ctx context.Context, key string, value []byte, ttl time.Dur
 	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	if b.db == nil {
-		return ErrClosed
+	n := int64(len(key)+len(value)) + writeOverhead
+	if err := b.writable(n); err != nil {
+		return wrap("put", err)
 	}
+	b.wmu.RLock()
+	defer b.wmu.RUnlock()
 	// A blind write reads nothing, so it can never conflict.
+	e := newEntry(key, value, ttl)
 	err := b.db.Update(func(txn *badger.Txn) error {
-		return txn.SetEntry(newEntry(key, value, ttl))
+		return txn.SetEntry(e)
 	})
+	if err == nil {
+		b.ledger.add(e.ExpiresAt, n)
+	}
 	return wrap("put", err)
 }
 
-// Delete removes key. Deleting a missing key is not an error.
+// Delete removes key. Deleting a missing key is not an error. A delete is a
+// write too (a tombstone in the write-ahead log), so it is refused below the
+// floor like any other.
 func (b *Badger) Delete(ctx context.Context, key string) error {
 	if err := checkKey(ctx, key); err != nil {
 		return err
 	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	if b.db == nil {
-		return ErrClosed
+	if err := b.writable(int64(len(key)) + writeOverhead); err != nil {
+		return wrap("delete", err)
 	}
+	b.wmu.RLock()
+	defer b.wmu.RUnlock()
 	err := b.db.Update(func(txn *badger.Txn) error {
 		return txn.Delete([]byte(key))
 	})
@@ -280,7 +489,7 @@ func (b *Badger) Take(ctx context.Context, key string) ([]byte, error) {
 		return nil, err
 	}
 	var val []byte
-	err := b.update(ctx, func(txn *badger.Txn) error {
+	err := b.updateSized(ctx, int64(len(key))+writeOverhead, func(txn *badger.Txn) error {
 		var err error
 		val, err = get(txn, key)
 		if err != nil {
@@ -304,8 +513,12 @@ func (b *Badger) PutIfAbsent(ctx context.Context, key string, value []byte, ttl 
 	if ttl < 0 {
 		return false, errNegativeTTL
 	}
-	var stored bool
-	err := b.update(ctx, func(txn *badger.Txn) error {
+	n := int64(len(key)+len(value)) + writeOverhead
+	var (
+		stored    bool
+		expiresAt uint64
+	)
+	err := b.updateSized(ctx, n, func(txn *badger.Txn) error {
 		stored = false
 		_, err := txn.Get([]byte(key))
 		switch {
@@ -314,26 +527,38 @@ func (b *Badger) PutIfAbsent(ctx context.Context, key string, value []byte, ttl 
 		case !errors.Is(err, badger.ErrKeyNotFound):
 			return err
 		}
-		if err := txn.SetEntry(newEntry(key, value, ttl)); err != nil {
+		e := newEntry(key, value, ttl)
+		if err := txn.SetEntry(e); err != nil {
 			return err
 		}
-		stored = true
+		stored, expiresAt = true, e.ExpiresAt
 		return nil
 	})
 	if err != nil {
 		return false, wrap("put if absent", err)
 	}
+	if stored {
+		b.ledger.add(expiresAt, n)
+	}
 	return stored, nil
 }
 
 // update runs fn in a read-write transaction, retrying it while it loses
-// conflicts with concurrent transactions on the same keys.
+// conflicts with concurrent transactions on the same keys. It cannot see
+// how much fn writes, so it counts unknownWriteSize against the floor.
 func (b *Badger) update(ctx context.Context, fn func(*badger.Txn) error) error {
+	return b.updateSized(ctx, unknownWriteSize, fn)
+}
+
+// updateSized is update for a transaction writing about n bytes.
+func (b *Badger) updateSized(ctx context.Context, n int64, fn func(*badger.Txn) error) error {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	if b.db == nil {
-		return ErrClosed
+	if err := b.writable(n); err != nil {
+		return err
 	}
+	b.wmu.RLock()
+	defer b.wmu.RUnlock()
 	var err error
 	for attempt := range maxAttempts {
 		err = b.db.Update(fn)
@@ -400,57 +625,9 @@ func wrap(op string, err error) error {
 		return nil
 	case errors.Is(err, badger.ErrKeyNotFound):
 		return ErrNotFound
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, ErrClosed):
 		return err
 	}
 	return fmt.Errorf("kv: %s: %w", op, err)
-}
-
-// gcLoop periodically reclaims value log space until Close.
-func (b *Badger) gcLoop(interval time.Duration) {
-	defer close(b.gcDone)
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.stopGC:
-			return
-		case <-t.C:
-			b.runGC()
-		}
-	}
-}
-
-// runGC rewrites value log files while there are any worth rewriting. Each
-// call to RunValueLogGC rewrites at most one file.
-func (b *Badger) runGC() {
-	// A bug in GC must not take the whole appliance down with it; the next
-	// tick tries again.
-	defer func() {
-		if r := recover(); r != nil {
-			b.log.Error("kv: value log GC panicked", "dir", b.dir, "panic", r)
-		}
-	}()
-	// b.db is only cleared by Close after this goroutine has stopped, so it
-	// can be read here without the lock.
-	db := b.db
-	for {
-		select {
-		case <-b.stopGC:
-			return
-		default:
-		}
-		err := db.RunValueLogGC(0.5)
-		switch {
-		case err == nil:
-			continue
-		case errors.Is(err, badger.ErrNoRewrite):
-			// Nothing left worth rewriting: the normal way out.
-		case errors.Is(err, badger.ErrRejected):
-			b.log.Debug("kv: value log GC rejected", "dir", b.dir, "err", err)
-		default:
-			b.log.Warn("kv: value log GC failed", "dir", b.dir, "err", err)
-		}
-		return
-	}
 }

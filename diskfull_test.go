@@ -1,0 +1,243 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"wxappliance/kv"
+)
+
+// mountTmpfs mounts a tmpfs of size bytes on a fresh directory. It needs
+// root; without it the test is skipped, unless WXAPPLIANCE_REQUIRE_TMPFS=1
+// (set in CI) makes that a failure.
+func mountTmpfs(t *testing.T, size int64) string {
+	t.Helper()
+	unavailable := t.Skipf
+	if os.Getenv("WXAPPLIANCE_REQUIRE_TMPFS") == "1" {
+		unavailable = t.Fatalf
+	}
+	if os.Geteuid() != 0 {
+		unavailable("mounting a tmpfs needs root (run as root, or unset WXAPPLIANCE_REQUIRE_TMPFS to skip)")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
+		unavailable("mount tmpfs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+			syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+	return dir
+}
+
+// fill writes a filler file on the filesystem of dir so that about free
+// bytes remain free, and returns its path.
+func fill(t *testing.T, dir string, free int64) string {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	size := int64(st.Bavail)*st.Bsize - free
+	if size <= 0 {
+		t.Fatalf("cannot fill %s to %d bytes free", dir, free)
+	}
+	path := filepath.Join(dir, "filler")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 1<<20)
+	for i := range chunk {
+		chunk[i] = 1 // not a hole
+	}
+	for ; size > 0; size -= int64(len(chunk)) {
+		if _, err := f.Write(chunk[:min(int64(len(chunk)), size)]); err != nil {
+			t.Fatalf("writing the filler: %v", err)
+		}
+	}
+	return path
+}
+
+// readyz returns the status of /readyz and its store check.
+func (p *process) readyz(t *testing.T) (int, string) {
+	t.Helper()
+	resp, err := http.Get(p.base + "/readyz")
+	if err != nil {
+		t.Fatalf("readyz: %v\n%s", err, p.log())
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Checks map[string]string `json:"checks"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("readyz body: %v", err)
+	}
+	return resp.StatusCode, body.Checks["store"]
+}
+
+// waitStore polls /readyz until the store check starts with prefix. The
+// appliance looks at the disk every second.
+func (p *process) waitStore(t *testing.T, prefix string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		status, store := p.readyz(t)
+		if strings.HasPrefix(store, prefix) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz still %d with store %q, want %q...\n%s", status, store, prefix, p.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// alive fails the test if the process has exited.
+func (p *process) alive(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		p.done <- err
+		t.Fatalf("the appliance died: %v\n%s", err, p.log())
+	default:
+	}
+}
+
+// log returns what the process has written to stderr so far.
+func (p *process) log() string {
+	lw := p.cmd.Stderr.(*lockedWriter)
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return p.stderr.String()
+}
+
+// stop sends sig and waits for the process to exit.
+func (p *process) stop(t *testing.T, sig os.Signal) error {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	err := <-p.done
+	p.done <- nil
+	return err
+}
+
+// authWrite makes the anonymous write every visitor can make: GET /auth
+// stores a login record before redirecting to WeChat. It returns the
+// status and, for an error, the envelope's msg.
+func authWrite(t *testing.T, base string) (int, string) {
+	t.Helper()
+	c := &http.Client{
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := c.Get(base + "/auth?state=" + url.QueryEscape(base+"/sandbox/demo"))
+	if err != nil {
+		t.Fatalf("GET /auth: %v", err)
+	}
+	defer resp.Body.Close()
+	var env struct {
+		Msg string `json:"msg"`
+	}
+	json.NewDecoder(resp.Body).Decode(&env)
+	return resp.StatusCode, env.Msg
+}
+
+// TestDiskFull runs the appliance with storage.dir on a small tmpfs and
+// takes the disk below the floor (storage.min_free, 64 MiB by default)
+// under it: writes are refused with 503, reads go on, /readyz says why,
+// the process lives, writes resume when space returns, and it starts, after
+// a crash or a clean stop, on the full disk.
+func TestDiskFull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills a tmpfs under the binary")
+	}
+	mnt := mountTmpfs(t, 128<<20)
+	dir := filepath.Join(mnt, "data")
+	addr := freePort(t)
+	config := writeSandboxConfig(t, addr, dir)
+	p := start(t, config, addr)
+	session, err := login(p.base, "oSBX_xiaoming")
+	if err != nil {
+		t.Fatalf("login: %v\n%s", err, p.log())
+	}
+	p.waitStore(t, "ok")
+	if status, _ := authWrite(t, p.base); status != http.StatusFound {
+		t.Fatalf("GET /auth with space = %d", status)
+	}
+
+	// Below the floor, by 8 MiB.
+	filler := fill(t, mnt, kv.DefaultMinFree-8<<20)
+	p.waitStore(t, "disk full: ")
+	checkFull := func(p *process) {
+		t.Helper()
+		status, store := p.readyz(t)
+		if status != http.StatusServiceUnavailable || !strings.HasSuffix(store, "free (storage.min_free is 64 MiB)") {
+			t.Errorf("readyz on a full disk = %d %q", status, store)
+		}
+		mustOpenID(t, p.base, session, "oSBX_xiaoming")
+		// The lead maps kv.ErrNoSpace to this answer in the error table.
+		if status, msg := authWrite(t, p.base); status != http.StatusServiceUnavailable || msg != "存储空间不足" {
+			t.Errorf("GET /auth on a full disk = %d %q, want 503 %q", status, msg, "存储空间不足")
+		}
+		p.alive(t)
+	}
+	checkFull(p)
+
+	// Space returns: writes resume, no restart.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	p.waitStore(t, "ok")
+	if _, err := login(p.base, "oSBX_zhangsan"); err != nil {
+		t.Fatalf("login after space returned: %v\n%s", err, p.log())
+	}
+
+	// Full again, and the appliance is killed: it starts again on the full
+	// disk, replaying its write-ahead log, and serves reads.
+	filler = fill(t, mnt, kv.DefaultMinFree-8<<20)
+	p.waitStore(t, "disk full: ")
+	p.stop(t, syscall.SIGKILL)
+	p = start(t, config, addr)
+	p.waitStore(t, "disk full: ")
+	checkFull(p)
+
+	// Stopped cleanly on the full disk: it starts again, read-only.
+	if err := p.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM on a full disk: %v\n%s", err, p.log())
+	}
+	p = start(t, config, addr)
+	p.waitStore(t, "disk full: ")
+	checkFull(p)
+	if !strings.Contains(p.log(), "opened read-only") {
+		t.Errorf("no word of the read-only open in the log:\n%s", p.log())
+	}
+
+	// And it reopens for writes by itself when space returns.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	p.waitStore(t, "ok")
+	if _, err := login(p.base, "oSBX_ahua"); err != nil {
+		t.Fatalf("login after space returned: %v\n%s", err, p.log())
+	}
+	mustOpenID(t, p.base, session, "oSBX_xiaoming")
+	log := p.log()
+	for _, want := range []string{"below storage.min_free", "back above storage.min_free"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the log does not say %q:\n%s", want, log)
+		}
+	}
+}
