@@ -75,7 +75,7 @@ func (p *process) readyz(t *testing.T) (int, string) {
 	t.Helper()
 	resp, err := http.Get(p.base + "/readyz")
 	if err != nil {
-		t.Fatalf("readyz: %v\n%s", err, p.log())
+		t.Fatalf("readyz: %v\n%s", err, p.stderr)
 	}
 	defer resp.Body.Close()
 	var body struct {
@@ -98,7 +98,7 @@ func (p *process) waitStore(t *testing.T, prefix string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("readyz still %d with store %q, want %q...\n%s", status, store, prefix, p.log())
+			t.Fatalf("readyz still %d with store %q, want %q...\n%s", status, store, prefix, p.stderr)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -110,17 +110,9 @@ func (p *process) alive(t *testing.T) {
 	select {
 	case err := <-p.done:
 		p.done <- err
-		t.Fatalf("the appliance died: %v\n%s", err, p.log())
+		t.Fatalf("the appliance died: %v\n%s", err, p.stderr)
 	default:
 	}
-}
-
-// log returns what the process has written to stderr so far.
-func (p *process) log() string {
-	lw := p.cmd.Stderr.(*lockedWriter)
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	return p.stderr.String()
 }
 
 // stop sends sig and waits for the process to exit.
@@ -171,7 +163,7 @@ func TestDiskFull(t *testing.T) {
 	p := start(t, config, addr)
 	session, err := login(p.base, "oSBX_xiaoming")
 	if err != nil {
-		t.Fatalf("login: %v\n%s", err, p.log())
+		t.Fatalf("login: %v\n%s", err, p.stderr)
 	}
 	p.waitStore(t, "ok")
 	if status, _ := authWrite(t, p.base); status != http.StatusFound {
@@ -202,7 +194,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	p.waitStore(t, "ok")
 	if _, err := login(p.base, "oSBX_zhangsan"); err != nil {
-		t.Fatalf("login after space returned: %v\n%s", err, p.log())
+		t.Fatalf("login after space returned: %v\n%s", err, p.stderr)
 	}
 
 	// Full again, and the appliance is killed: it starts again on the full
@@ -216,13 +208,13 @@ func TestDiskFull(t *testing.T) {
 
 	// Stopped cleanly on the full disk: it starts again, read-only.
 	if err := p.stop(t, syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM on a full disk: %v\n%s", err, p.log())
+		t.Fatalf("SIGTERM on a full disk: %v\n%s", err, p.stderr)
 	}
 	p = start(t, config, addr)
 	p.waitStore(t, "disk full: ")
 	checkFull(p)
-	if !strings.Contains(p.log(), "opened read-only") {
-		t.Errorf("no word of the read-only open in the log:\n%s", p.log())
+	if !strings.Contains(p.stderr.String(), "opened read-only") {
+		t.Errorf("no word of the read-only open in the log:\n%s", p.stderr)
 	}
 
 	// And it reopens for writes by itself when space returns.
@@ -231,10 +223,10 @@ func TestDiskFull(t *testing.T) {
 	}
 	p.waitStore(t, "ok")
 	if _, err := login(p.base, "oSBX_ahua"); err != nil {
-		t.Fatalf("login after space returned: %v\n%s", err, p.log())
+		t.Fatalf("login after space returned: %v\n%s", err, p.stderr)
 	}
 	mustOpenID(t, p.base, session, "oSBX_xiaoming")
-	log := p.log()
+	log := p.stderr.String()
 	for _, want := range []string{"below storage.min_free", "back above storage.min_free"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("the log does not say %q:\n%s", want, log)
