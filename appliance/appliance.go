@@ -32,6 +32,9 @@ type Options struct {
 	// New creates one with the configured credentials.
 	Sandbox *sandbox.Sandbox
 	Now     func() time.Time
+	// Version is shown on the status page and in wxappliance_build_info;
+	// empty means the one the build records.
+	Version string
 }
 
 // Appliance is the running product: services, routes and background work.
@@ -50,6 +53,8 @@ type Appliance struct {
 	rpc          *rpc.Server
 	handler      http.Handler // the public listener's
 	adminHandler http.Handler
+	ops          *ops // metrics and the status page
+	now          func() time.Time
 
 	limiter        *limiter // nil: no per-client limit
 	trustedProxies []netip.Prefix
@@ -90,24 +95,31 @@ func New(cfg Config, opts Options) (*Appliance, error) {
 }
 
 func (a *Appliance) build(opts Options) error {
+	a.now = opts.Now
+	a.ops = newOps(opts.Version, opts.Now)
+	// The services see the store through a counter of failures; a.store
+	// stays the store itself, for backups and readiness.
+	store := countingStore{Store: a.store, failed: a.ops.storageError}
 	client, err := oauth.NewClient(oauth.ClientConfig{
 		BaseURL:   a.cfg.WeChat.APIBase,
 		Fallbacks: a.cfg.WeChat.APIFallback,
 		Timeout:   a.cfg.WeChat.Timeout.D(),
 		Logger:    a.log.With("component", "upstream"),
+		Observe:   a.ops.wechatCall,
 	})
 	if err != nil {
 		return err
 	}
-	a.app = oauth.NewApp(client, a.store, oauth.AppConfig{
-		AppID:    a.cfg.WeChat.AppID,
-		Secret:   a.cfg.WeChat.AppSecret,
-		TokenAPI: a.cfg.WeChat.TokenAPI,
-		Now:      opts.Now,
-		Logger:   a.log.With("component", "access_token"),
+	a.app = oauth.NewApp(client, store, oauth.AppConfig{
+		AppID:        a.cfg.WeChat.AppID,
+		Secret:       a.cfg.WeChat.AppSecret,
+		TokenAPI:     a.cfg.WeChat.TokenAPI,
+		Now:          opts.Now,
+		Logger:       a.log.With("component", "access_token"),
+		ObserveFetch: a.ops.credentialFetched,
 	})
 	a.web = oauth.NewWeb(client, a.cfg.WeChat.AppID, a.cfg.WeChat.AppSecret, a.cfg.WeChat.OAuthBase, opts.Now)
-	a.sessions = oauth.NewSessions(a.store, a.web, oauth.SessionConfig{
+	a.sessions = oauth.NewSessions(store, a.web, oauth.SessionConfig{
 		TTL:              a.cfg.OAuth.SessionTTL.D(),
 		MaxPendingLogins: a.cfg.OAuth.MaxPendingLogins,
 		Now:              opts.Now,
@@ -130,12 +142,13 @@ func (a *Appliance) build(opts Options) error {
 	if len(jssdkHosts) == 0 {
 		jssdkHosts = a.cfg.OAuth.AllowedReturnHosts
 	}
-	a.jssdk = jssdk.New(a.app, a.store, jssdk.Options{
-		AllowedHost: hostMatcher(jssdkHosts),
-		Now:         opts.Now,
-		Logger:      a.log.With("component", "jsapi_ticket"),
+	a.jssdk = jssdk.New(a.app, store, jssdk.Options{
+		AllowedHost:  hostMatcher(jssdkHosts),
+		Now:          opts.Now,
+		Logger:       a.log.With("component", "jsapi_ticket"),
+		ObserveFetch: a.ops.credentialFetched,
 	})
-	a.callback, err = newCallback(a.cfg, a.store, opts.Now, a.log.With("component", "callback"))
+	a.callback, err = newCallback(a.cfg, store, opts.Now, a.log.With("component", "callback"), a.ops.callbackMessage)
 	if err != nil {
 		return err
 	}
@@ -153,6 +166,7 @@ func (a *Appliance) build(opts Options) error {
 	if err := a.buildRPC(); err != nil {
 		return err
 	}
+	a.watchOps()
 	a.handler = a.routes()
 	a.adminHandler = a.adminRoutes()
 	return nil

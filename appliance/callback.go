@@ -20,7 +20,7 @@ import (
 
 // newCallback builds the callback service; nil when callback.token is
 // empty, which turns the callback off.
-func newCallback(cfg Config, store kv.Store, now func() time.Time, log *slog.Logger) (*callback.Service, error) {
+func newCallback(cfg Config, store kv.Store, now func() time.Time, log *slog.Logger, observe func(callback.Observation)) (*callback.Service, error) {
 	cb := cfg.Callback
 	if cb.Token == "" {
 		return nil, nil
@@ -38,6 +38,7 @@ func newCallback(cfg Config, store kv.Store, now func() time.Time, log *slog.Log
 		TimestampWindow:        cb.TimestampWindow.D(),
 		Now:                    now,
 		Logger:                 log,
+		Observe:                observe,
 	})
 }
 

@@ -37,6 +37,7 @@ type Config struct {
 type ServerConfig struct {
 	Listen            string   `toml:"listen"`
 	AdminListen       string   `toml:"admin_listen"`
+	Pprof             bool     `toml:"pprof"`
 	TrustedProxies    []string `toml:"trusted_proxies"`
 	BaseURL           string   `toml:"base_url"`
 	LogFormat         string   `toml:"log_format"`
@@ -277,6 +278,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.AdminListen != "" && c.Server.AdminListen == c.Server.Listen && !strings.HasSuffix(c.Server.Listen, ":0") {
 		bad("server.admin_listen", "must differ from server.listen, whose routes are public")
+	}
+	if c.Server.Pprof && c.Server.AdminListen == "" {
+		bad("server.pprof", "is served on the admin listener only: set server.admin_listen too")
 	}
 	if c.RPC.MediaBudget < 1<<20 {
 		bad("rpc.media_budget", "must be at least 1MiB, got %d bytes", int64(c.RPC.MediaBudget))
