@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"wxappliance/appliance/metrics"
@@ -137,9 +136,9 @@ func storeBackend(s kv.Store) string {
 	return fmt.Sprintf("%T", s)
 }
 
-// buildVersion is what `wxappliance version` prints, read from the build:
-// -X main.version=... when the binary was linked with it, else the module
-// version, else "devel" with the VCS revision when there is one.
+// buildVersion is the version when Options.Version is empty (tests, or an
+// embedding program): the module version the build recorded, else "devel"
+// with the VCS revision when there is one.
 func buildVersion() string {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
@@ -148,12 +147,6 @@ func buildVersion() string {
 	var rev, modified string
 	for _, s := range info.Settings {
 		switch s.Key {
-		case "-ldflags":
-			for _, f := range strings.Fields(s.Value) {
-				if v, ok := strings.CutPrefix(f, "main.version="); ok {
-					return v
-				}
-			}
 		case "vcs.revision":
 			rev = s.Value
 		case "vcs.modified":
