@@ -157,3 +157,22 @@ func TestDirSizer(t *testing.T) {
 		t.Fatalf("Size = %d, %d; want 1024, 4096", lsm, vlog)
 	}
 }
+
+// The per-request cost on the public listener, once a route's series exist.
+func BenchmarkHTTPRequest(b *testing.B) {
+	m := metrics.New("bench")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			m.HTTPRequest("GET /auth/user/openid", 200, 3*time.Millisecond)
+		}
+	})
+}
+
+func BenchmarkWeChatCall(b *testing.B) {
+	m := metrics.New("bench")
+	b.ReportAllocs()
+	for b.Loop() {
+		m.WeChatCall("cgi-bin/user/info", "0", 40*time.Millisecond)
+	}
+}

@@ -8,6 +8,7 @@ package status
 
 import (
 	"errors"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"sync"
@@ -264,7 +265,9 @@ func hint(e fetchError) (text, ip string) {
 	switch {
 	case code == 40164 || code == 61004:
 		if m := whitelistIP.FindStringSubmatch(e.errmsg); m != nil {
-			ip = m[1]
+			if addr, err := netip.ParseAddr(m[1]); err == nil {
+				ip = addr.String()
+			}
 		}
 		return "This server's IP is not on the account's whitelist: add it to the IP whitelist in the Official Account admin (基本配置 → IP白名单).", ip
 	case code == 89503 || code == 89506 || code == 89507:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -157,4 +158,26 @@ func TestHuman(t *testing.T) {
 			t.Errorf("human(%v) = %q, want %q", d, got, want)
 		}
 	}
+}
+
+// Whatever WeChat writes in a 40164's errmsg, the page shows a real IP
+// address or none.
+func FuzzHint(f *testing.F) {
+	f.Add("invalid ip 1.2.3.4 ipv6 ::ffff:1.2.3.4, not in whitelist rid: 6523a1f0-1b2c")
+	f.Add("invalid ip 2001:db8::7, not in whitelist")
+	f.Add("invalid ip 999.1.1.1 ipv6 ::, not in whitelist")
+	f.Add("invalid ip ::::::::::::::")
+	f.Fuzz(func(t *testing.T, errmsg string) {
+		text, ip := hint(fetchError{errcode: "40164", errmsg: errmsg})
+		if text == "" {
+			t.Fatal("no hint for 40164")
+		}
+		if ip == "" {
+			return
+		}
+		addr, err := netip.ParseAddr(ip)
+		if err != nil || addr.String() != ip {
+			t.Fatalf("ip %q from %q is not an address", ip, errmsg)
+		}
+	})
 }
