@@ -30,6 +30,9 @@ func (m *Main) backup(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Storage.Shared() {
+		return errRedisBackup
+	}
 	if _, err := os.Stat(cfg.Storage.Dir); err != nil {
 		return fmt.Errorf("backup: storage.dir %q: %w", cfg.Storage.Dir, err)
 	}
@@ -58,6 +61,9 @@ func (m *Main) backup(ctx context.Context, args []string) error {
 	fmt.Fprintf(m.Stdout, "backup of %s written to %s (%s)\n", cfg.Storage.Dir, *out, how)
 	return nil
 }
+
+// errRedisBackup says where the backups of a Redis store come from.
+var errRedisBackup = errors.New("storage.backend is redis: back Redis up with its own means (RDB snapshots, AOF; see the README), not with wxappliance")
 
 func backupTo(ctx context.Context, cfg appliance.Config, w io.Writer) (online bool, err error) {
 	store, err := kv.OpenBadger(cfg.Storage.Dir, kv.BadgerOptions{})

@@ -1,23 +1,20 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"html"
-	"io"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"wxappliance/appliance/logtest"
+	"wxappliance/appliance/sandbox"
 )
 
 // These tests run the real static binary, as ops would.
@@ -96,36 +93,57 @@ allowed_return_hosts = ["127.0.0.1"]
 type process struct {
 	cmd    *exec.Cmd
 	base   string
-	stderr *bytes.Buffer
+	stderr *logtest.Buffer
 	done   chan error
 }
 
 // start runs the binary with config and waits until /healthz answers.
 func start(t *testing.T, config, addr string) *process {
 	t.Helper()
-	p := &process{base: "http://" + addr, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(binary(t), "serve", "-config", config)
-	p.cmd.Stderr = &lockedWriter{w: p.stderr}
+	return startBinary(t, "http://"+addr, "/healthz", "serve", "-config", config)
+}
+
+// startBinary runs the binary with args and waits until base+ready answers.
+func startBinary(t *testing.T, base, ready string, args ...string) *process {
+	t.Helper()
+	p := launch(t, base, args...)
+	p.waitReady(t, ready)
+	return p
+}
+
+// launch starts the binary with args without waiting for it, so that
+// several can start at once.
+func launch(t *testing.T, base string, args ...string) *process {
+	t.Helper()
+	p := &process{base: base, stderr: &logtest.Buffer{}, done: make(chan error, 1)}
+	p.cmd = exec.Command(binary(t), args...)
+	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { p.done <- p.cmd.Wait() }()
 	t.Cleanup(func() { p.kill() })
-	deadline := time.Now().Add(15 * time.Second)
+	return p
+}
+
+// waitReady polls base+path until it answers, or fails when the process
+// exits first.
+func (p *process) waitReady(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-p.done:
 			t.Fatalf("binary exited: %v\n%s", err, p.stderr)
 		default:
 		}
-		if resp, err := http.Get(p.base + "/healthz"); err == nil {
+		if resp, err := http.Get(p.base + path); err == nil {
 			resp.Body.Close()
-			return p
+			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("binary did not start:\n%s", p.stderr)
-	return nil
 }
 
 func (p *process) kill() {
@@ -136,84 +154,18 @@ func (p *process) kill() {
 	}
 }
 
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
-}
-
-// counts returns the sandbox's per-endpoint call counts of this process.
+// counts returns the call counts of this process's sandbox.
 func (p *process) counts(t *testing.T) map[string]int {
 	t.Helper()
-	resp, err := http.Get(p.base + "/sandbox/_control/stats")
+	n, err := sandbox.Counts(p.base + "/sandbox")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var stats struct {
-		Counts map[string]int `json:"counts"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil {
-		t.Fatal(err)
-	}
-	return stats.Counts
+	return n
 }
 
-var userLinkRe = regexp.MustCompile(`id="user-([^"]+)"[^>]*href="([^"]+)"`)
-
-// login logs a new browser in as openid through /auth and the sandbox's
-// authorize page. It returns the session cookie value, or "" with the
-// error when any step failed (the process may be dying).
-func login(base, openid string) (string, error) {
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Timeout: 10 * time.Second}
-	page := base + "/sandbox/demo"
-	resp, err := c.Get(base + "/auth?state=" + url.QueryEscape(page))
-	if err != nil {
-		return "", err
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 {
-		return "", fmt.Errorf("authorize page: %d %v", resp.StatusCode, err)
-	}
-	var link string
-	for _, m := range userLinkRe.FindAllSubmatch(body, -1) {
-		if string(m[1]) == openid {
-			link = html.UnescapeString(string(m[2]))
-		}
-	}
-	if link == "" {
-		return "", fmt.Errorf("no link for %s", openid)
-	}
-	target, err := resp.Request.URL.Parse(link)
-	if err != nil {
-		return "", err
-	}
-	// Following redirects: confirm -> /auth/code -> the demo page. Only a
-	// fully received 302 from /auth/code sets the cookie in the jar.
-	resp, err = c.Get(target.String())
-	if err != nil {
-		return "", err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || resp.Request.URL.String() != page {
-		return "", fmt.Errorf("login ended at %d %s", resp.StatusCode, resp.Request.URL)
-	}
-	u, _ := url.Parse(base)
-	for _, ck := range jar.Cookies(u) {
-		if ck.Name == "wxappliance_session" {
-			return ck.Value, nil
-		}
-	}
-	return "", fmt.Errorf("no session cookie")
-}
+// login logs a new browser in as openid; the process may be dying.
+func login(base, openid string) (string, error) { return sandbox.Login(base, openid, "") }
 
 // openidOf asks the process who the session belongs to.
 func openidOf(base, session string) (string, int, error) {

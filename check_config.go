@@ -20,6 +20,10 @@ func (m *Main) checkConfig(args []string) error {
 	if cfg.WeChat.Sandbox {
 		mode = "sandbox (fake WeChat)"
 	}
-	fmt.Fprintf(m.Stdout, "%s: ok, %s, storage in %s\n", *path, mode, cfg.Storage.Dir)
+	storage := cfg.Storage.Dir
+	if cfg.Storage.Shared() {
+		storage = "Redis, keys under " + cfg.Storage.Redis.Prefix
+	}
+	fmt.Fprintf(m.Stdout, "%s: ok, %s, storage in %s\n", *path, mode, storage)
 	return nil
 }

@@ -52,6 +52,8 @@ commands:
   version        print the version
   backup         write a backup of the data directory (-o FILE), online if it is running
   restore        restore a backup (-i FILE) into an empty data directory
+  menu           show, apply or delete the custom menu of the config
+  migrate        copy a Badger data directory (-from DIR) into the config's Redis
   sandbox        serve the fake WeChat alone (-listen ADDR), for several appliances to share
   help           print this help (also -h, --help)
 
@@ -83,6 +85,10 @@ func (m *Main) Run(ctx context.Context, args []string) error {
 		return m.backup(ctx, args)
 	case "restore":
 		return m.restore(args)
+	case "menu":
+		return m.menu(ctx, args)
+	case "migrate":
+		return m.migrate(ctx, args)
 	case "sandbox":
 		return m.sandbox(ctx, args)
 	case "help":

@@ -23,6 +23,9 @@ func (m *Main) restore(args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Storage.Shared() {
+		return fmt.Errorf("restore: %w; to move a Badger directory into Redis, use migrate", errRedisBackup)
+	}
 	f, err := os.Open(*in)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)

@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 
 	"wxappliance/appliance"
+	"wxappliance/kv"
 )
 
 // serve runs the appliance until ctx ends.
@@ -24,6 +25,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	}
 	log.Info("starting wxappliance", "version", Version(), "config", *path)
 	setMemoryLimit(cfg.Server.MemoryLimit, m.Getenv("GOMEMLIMIT"), log)
+	kv.LogRedisTo(log.With("component", "redis"))
 	return appliance.Serve(ctx, cfg, appliance.Options{Logger: log, Version: Version()}, m.Started)
 }
 

@@ -36,6 +36,9 @@ type backuper interface {
 // writeAdminToken creates a fresh token file in dir.
 func writeAdminToken(dir string) (string, error) {
 	token := oauth.NewSecret() + oauth.NewSecret()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("storage.dir %q: %w", dir, err)
+	}
 	path := filepath.Join(dir, AdminTokenFile)
 	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write %s: %w", path, err)
@@ -58,6 +61,9 @@ func (a *Appliance) AdminHandler() http.Handler { return a.adminHandler }
 func (a *Appliance) adminRoutes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/backup", a.adminBackup)
+	mux.HandleFunc("GET /admin/menu", a.adminMenuShow)
+	mux.HandleFunc("PUT /admin/menu", a.adminMenuApply)
+	mux.HandleFunc("DELETE /admin/menu", a.adminMenuDelete)
 	a.opsRoutes(mux) // /metrics, the status page, pprof; see ops.go
 	mux.HandleFunc("/", notFound)
 	return recoverPanics(a.log, accessLog(a.log, nil, mux))
@@ -65,9 +71,7 @@ func (a *Appliance) adminRoutes() http.Handler {
 
 // adminBackup streams an online backup of the store.
 func (a *Appliance) adminBackup(w http.ResponseWriter, r *http.Request) {
-	got, ok := wire.BearerToken(r)
-	if a.adminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.adminToken)) != 1 {
-		writeEnvelope(w, http.StatusUnauthorized, "需要管理令牌 (admin token required)")
+	if !a.adminAuthorized(w, r) {
 		return
 	}
 	b, ok := a.store.(backuper)
@@ -85,6 +89,16 @@ func (a *Appliance) adminBackup(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	a.log.Info("backup served", "remote", r.RemoteAddr)
+}
+
+// adminAuthorized answers 401 unless r carries the admin token.
+func (a *Appliance) adminAuthorized(w http.ResponseWriter, r *http.Request) bool {
+	got, ok := wire.BearerToken(r)
+	if a.adminToken == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.adminToken)) != 1 {
+		writeEnvelope(w, http.StatusUnauthorized, "需要管理令牌 (admin token required)")
+		return false
+	}
+	return true
 }
 
 // removeAdminToken is called at shutdown.

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"wxappliance/appliance/cluster"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/callback"
 	"wxappliance/jssdk"
@@ -24,9 +25,12 @@ import (
 
 // Options carries what New does not read from Config.
 type Options struct {
-	// Store is used as it is; when nil New opens Badger in storage.dir and
-	// Close closes it.
-	Store  kv.Store
+	// Store is used as it is; when nil New opens the store [storage] names
+	// (Badger in storage.dir, or Redis) and Close closes it.
+	Store kv.Store
+	// Bus carries notices between the holders of Store; nil means Store's
+	// own when it is one (Redis), else one in this process.
+	Bus    kv.Bus
 	Logger *slog.Logger
 	// Sandbox is mounted under /sandbox/ when wechat.sandbox is on; when nil
 	// New creates one with the configured credentials.
@@ -39,10 +43,16 @@ type Options struct {
 
 // Appliance is the running product: services, routes and background work.
 type Appliance struct {
-	cfg          Config
-	log          *slog.Logger
-	store        kv.Store
-	ownsStore    bool
+	cfg       Config
+	log       *slog.Logger
+	store     kv.Store
+	bus       kv.Bus
+	ownsStore bool
+	// instance names this process to the others sharing the store, in
+	// refresh leases and callback claims.
+	instance     string
+	registry     *cluster.Registry // nil unless the store is shared
+	relay        *cluster.Relay    // nil unless the store is shared and RPC is on
 	app          *oauth.App
 	web          *oauth.Web
 	sessions     *oauth.Sessions
@@ -70,22 +80,22 @@ type Appliance struct {
 // caller must already have pointed wechat.api_base at the sandbox (Serve
 // does this once it knows its listening address).
 func New(cfg Config, opts Options) (*Appliance, error) {
-	a := &Appliance{cfg: cfg, log: opts.Logger, store: opts.Store}
+	a := &Appliance{cfg: cfg, log: opts.Logger, store: opts.Store, bus: opts.Bus, instance: cluster.NewID()}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	if a.store == nil {
-		store, err := kv.OpenBadger(cfg.Storage.Dir, kv.BadgerOptions{Logger: a.log.With("component", "badger")})
-		if err != nil {
+		if err := a.openStore(); err != nil {
+			a.Close()
 			return nil, err
 		}
-		a.store, a.ownsStore = store, true
-		token, err := writeAdminToken(cfg.Storage.Dir)
-		if err != nil {
-			store.Close()
-			return nil, err
+	}
+	if a.bus == nil {
+		if b, ok := a.store.(kv.Bus); ok {
+			a.bus = b
+		} else {
+			a.bus = &kv.LocalBus{}
 		}
-		a.adminToken = token
 	}
 	if err := a.build(opts); err != nil {
 		a.Close()
@@ -94,30 +104,88 @@ func New(cfg Config, opts Options) (*Appliance, error) {
 	return a, nil
 }
 
+// NewApp is the app access_token's central control on store and bus, for
+// commands that call WeChat beside (or instead of) a running appliance:
+// they take part in its refresh lease and compare-and-set like another
+// instance, so they never fetch a token of their own.
+func NewApp(cfg Config, store kv.Store, bus kv.Bus, log *slog.Logger) (*oauth.App, error) {
+	client, err := newUpstream(cfg.WeChat, log, nil)
+	if err != nil {
+		return nil, err
+	}
+	return newApp(cfg.WeChat, client, store, bus, cluster.NewID(), nil, log, nil), nil
+}
+
+// newUpstream is the WeChat client; observe, when not nil, is told of
+// every call.
+func newUpstream(cfg WeChatConfig, log *slog.Logger, observe func(api, errcode string, d time.Duration)) (*oauth.Client, error) {
+	return oauth.NewClient(oauth.ClientConfig{
+		BaseURL:   cfg.APIBase,
+		Fallbacks: cfg.APIFallback,
+		Timeout:   cfg.Timeout.D(),
+		Logger:    log.With("component", "upstream"),
+		Observe:   observe,
+	})
+}
+
+func newApp(cfg WeChatConfig, client *oauth.Client, store kv.Store, bus kv.Bus, instance string, now func() time.Time, log *slog.Logger, observeFetch func(oauth.Fetched)) *oauth.App {
+	return oauth.NewApp(client, store, oauth.AppConfig{
+		AppID:        cfg.AppID,
+		Secret:       cfg.AppSecret,
+		TokenAPI:     cfg.TokenAPI,
+		Bus:          bus,
+		Instance:     instance,
+		Now:          now,
+		Logger:       log.With("component", "access_token"),
+		ObserveFetch: observeFetch,
+	})
+}
+
+// openStore opens the store [storage] names, and writes the admin token
+// that authorizes the admin listener's commands (online backups, menus).
+func (a *Appliance) openStore() error {
+	if a.cfg.Storage.Shared() {
+		r, err := OpenRedis(a.cfg.Storage.Redis, a.log.With("component", "redis"))
+		if err != nil {
+			return err
+		}
+		a.store = r
+	} else {
+		b, err := kv.OpenBadger(a.cfg.Storage.Dir, kv.BadgerOptions{Logger: a.log.With("component", "badger")})
+		if err != nil {
+			return err
+		}
+		a.store = b
+	}
+	a.ownsStore = true
+	if a.cfg.Server.AdminListen == "" {
+		return nil
+	}
+	token, err := writeAdminToken(a.cfg.Storage.Dir)
+	if err != nil {
+		return err // New's Close closes the store
+	}
+	a.adminToken = token
+	return nil
+}
+
 func (a *Appliance) build(opts Options) error {
 	a.now = opts.Now
 	a.ops = newOps(opts.Version, opts.Now)
 	// The services see the store through a counter of failures; a.store
-	// stays the store itself, for backups and readiness.
+	// stays the store itself, for backups, readiness and the cluster.
 	store := countingStore{Store: a.store, failed: a.ops.storageError}
-	client, err := oauth.NewClient(oauth.ClientConfig{
-		BaseURL:   a.cfg.WeChat.APIBase,
-		Fallbacks: a.cfg.WeChat.APIFallback,
-		Timeout:   a.cfg.WeChat.Timeout.D(),
-		Logger:    a.log.With("component", "upstream"),
-		Observe:   a.ops.wechatCall,
-	})
+	client, err := newUpstream(a.cfg.WeChat, a.log, a.ops.wechatCall)
 	if err != nil {
 		return err
 	}
-	a.app = oauth.NewApp(client, store, oauth.AppConfig{
-		AppID:        a.cfg.WeChat.AppID,
-		Secret:       a.cfg.WeChat.AppSecret,
-		TokenAPI:     a.cfg.WeChat.TokenAPI,
-		Now:          opts.Now,
-		Logger:       a.log.With("component", "access_token"),
-		ObserveFetch: a.ops.credentialFetched,
-	})
+	if a.cfg.Storage.Shared() {
+		a.registry, err = cluster.NewRegistry(a.store, a.instance, cluster.RegistryConfig{Logger: a.log.With("component", "cluster", "instance", a.instance)})
+		if err != nil {
+			return err
+		}
+	}
+	a.app = newApp(a.cfg.WeChat, client, store, a.bus, a.instance, opts.Now, a.log, a.ops.credentialFetched)
 	a.web = oauth.NewWeb(client, a.cfg.WeChat.AppID, a.cfg.WeChat.AppSecret, a.cfg.WeChat.OAuthBase, opts.Now)
 	a.sessions = oauth.NewSessions(store, a.web, oauth.SessionConfig{
 		TTL:              a.cfg.OAuth.SessionTTL.D(),
@@ -144,11 +212,13 @@ func (a *Appliance) build(opts Options) error {
 	}
 	a.jssdk = jssdk.New(a.app, store, jssdk.Options{
 		AllowedHost:  hostMatcher(jssdkHosts),
+		Bus:          a.bus,
+		Instance:     a.instance,
 		Now:          opts.Now,
 		Logger:       a.log.With("component", "jsapi_ticket"),
 		ObserveFetch: a.ops.credentialFetched,
 	})
-	a.callback, err = newCallback(a.cfg, store, opts.Now, a.log.With("component", "callback"), a.ops.callbackMessage)
+	a.callback, err = newCallback(a.cfg, store, a.instances(), opts.Now, a.log.With("component", "callback"), a.ops.callbackMessage)
 	if err != nil {
 		return err
 	}
@@ -187,6 +257,17 @@ func (a *Appliance) Start() {
 	a.stopBackground = cancel
 	a.goBackground(ctx, "access_token refresher", a.app.Run)
 	a.goBackground(ctx, "jsapi_ticket refresher", a.jssdk.Run)
+	if a.registry != nil {
+		joinCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := a.registry.Join(joinCtx); err != nil {
+			a.log.Warn("could not announce this instance to the others yet; retrying in the background", "instance", a.instance, "err", err)
+		}
+		cancel()
+		a.goBackground(ctx, "cluster heartbeat", a.registry.Run)
+	}
+	if a.relay != nil {
+		a.goBackground(ctx, "callback relay", a.relay.Run)
+	}
 }
 
 // goBackground runs fn with a recover, so a bug in a background loop is a
@@ -202,6 +283,16 @@ func (a *Appliance) goBackground(ctx context.Context, name string, fn func(conte
 		}()
 		fn(ctx)
 	}()
+}
+
+// instances is how the callback learns whether another instance that
+// claimed a message is alive: nil (only this process) unless the store is
+// shared.
+func (a *Appliance) instances() callback.Instances {
+	if a.registry == nil {
+		return nil
+	}
+	return a.registry
 }
 
 // Close ends RPC connections, stops background work and closes the store

@@ -18,7 +18,7 @@ import (
 
 	"wxappliance/appliance/sandbox"
 	"wxappliance/callback"
-	"wxappliance/kv"
+	"wxappliance/kv/kvtest"
 )
 
 // callbackEnv is a sandbox-mode appliance with the callback on (the
@@ -56,11 +56,7 @@ func newCallbackEnv(t *testing.T, mutate func(*Config)) *callbackEnv {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	store, err := kv.OpenBadger(t.TempDir(), kv.BadgerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := kvtest.Badger(t)
 	a, err := New(cfg, Options{Store: store})
 	if err != nil {
 		t.Fatal(err)

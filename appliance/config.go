@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,8 +15,10 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"wxappliance/appliance/menu"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/callback"
+	"wxappliance/kv"
 	"wxappliance/oauth"
 	"wxappliance/rpc"
 )
@@ -32,6 +35,27 @@ type Config struct {
 	CORS     CORSConfig     `toml:"cors"`
 	Callback CallbackConfig `toml:"callback"`
 	RPC      RPCConfig      `toml:"rpc"`
+	Menu     MenuConfig     `toml:"menu"`
+}
+
+// MenuConfig is the custom menu the menu command applies: inline
+// [[menu.button]] tables, or a file (WeChat's JSON or TOML) relative to the
+// config file.
+type MenuConfig struct {
+	File   string        `toml:"file"`
+	Button []menu.Button `toml:"button"`
+}
+
+// Load returns the configured menu; ok is false when none is configured.
+func (m MenuConfig) Load() (_ menu.Menu, ok bool, err error) {
+	switch {
+	case m.File != "":
+		loaded, err := menu.Load(m.File)
+		return loaded, true, err
+	case len(m.Button) > 0:
+		return menu.Menu{Button: m.Button}, true, nil
+	}
+	return menu.Menu{}, false, nil
 }
 
 type ServerConfig struct {
@@ -50,10 +74,6 @@ type ServerConfig struct {
 	MaxHeaderBytes    int      `toml:"max_header_bytes"`
 	MaxBodyBytes      ByteSize `toml:"max_body_bytes"`
 	MemoryLimit       ByteSize `toml:"memory_limit"`
-}
-
-type StorageConfig struct {
-	Dir string `toml:"dir"`
 }
 
 type WeChatConfig struct {
@@ -137,7 +157,7 @@ func DefaultConfig() Config {
 			MaxBodyBytes:      1 << 20,
 			MemoryLimit:       64 << 20,
 		},
-		Storage: StorageConfig{Dir: "data"},
+		Storage: StorageConfig{Backend: BackendBadger, Dir: "data", Redis: RedisConfig{Prefix: kv.DefaultRedisPrefix}},
 		WeChat: WeChatConfig{
 			APIBase:     "https://api.weixin.qq.com",
 			APIFallback: []string{"https://api2.weixin.qq.com"},
@@ -176,6 +196,9 @@ func LoadConfig(path string, env func(string) string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
+	if cfg.Menu.File != "" && !filepath.IsAbs(cfg.Menu.File) {
+		cfg.Menu.File = filepath.Join(filepath.Dir(path), cfg.Menu.File)
+	}
 	errs := unknownKeyErrors(md)
 	if err := cfg.applyEnv(env); err != nil {
 		errs = append(errs, err)
@@ -212,12 +235,14 @@ func decodeConfig(r io.Reader) (Config, toml.MetaData, error) {
 // Environment variables that may hold secrets instead of the file. When set
 // they take precedence over the file.
 const (
-	EnvAppSecret         = "WXAPPLIANCE_APP_SECRET"
-	EnvCallbackToken     = "WXAPPLIANCE_CALLBACK_TOKEN"
-	EnvEncodingAESKey    = "WXAPPLIANCE_ENCODING_AES_KEY"
-	EnvPrevEncodingKey   = "WXAPPLIANCE_PREVIOUS_ENCODING_AES_KEY"
-	EnvRPCKeys           = "WXAPPLIANCE_RPC_KEYS" // "name=key,name2=key2"
-	envRPCKeyPairDivider = ","
+	EnvAppSecret             = "WXAPPLIANCE_APP_SECRET"
+	EnvCallbackToken         = "WXAPPLIANCE_CALLBACK_TOKEN"
+	EnvEncodingAESKey        = "WXAPPLIANCE_ENCODING_AES_KEY"
+	EnvPrevEncodingKey       = "WXAPPLIANCE_PREVIOUS_ENCODING_AES_KEY"
+	EnvRPCKeys               = "WXAPPLIANCE_RPC_KEYS" // "name=key,name2=key2"
+	EnvRedisURL              = "WXAPPLIANCE_REDIS_URL"
+	EnvRedisSentinelPassword = "WXAPPLIANCE_REDIS_SENTINEL_PASSWORD"
+	envRPCKeyPairDivider     = ","
 )
 
 func (c *Config) applyEnv(env func(string) string) error {
@@ -233,6 +258,8 @@ func (c *Config) applyEnv(env func(string) string) error {
 	set(&c.Callback.Token, EnvCallbackToken)
 	set(&c.Callback.EncodingAESKey, EnvEncodingAESKey)
 	set(&c.Callback.PreviousEncodingAESKey, EnvPrevEncodingKey)
+	set(&c.Storage.Redis.URL, EnvRedisURL)
+	set(&c.Storage.Redis.SentinelPassword, EnvRedisSentinelPassword)
 	if raw := env(EnvRPCKeys); raw != "" {
 		var keys []RPCKey
 		for _, pair := range strings.Split(raw, envRPCKeyPairDivider) {
@@ -282,6 +309,9 @@ func (c *Config) Validate() error {
 	if c.Server.Pprof && c.Server.AdminListen == "" {
 		bad("server.pprof", "is served on the admin listener only: set server.admin_listen too")
 	}
+	if err := c.validateMenu(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.RPC.MediaBudget < 1<<20 {
 		bad("rpc.media_budget", "must be at least 1MiB, got %d bytes", int64(c.RPC.MediaBudget))
 	}
@@ -328,9 +358,7 @@ func (c *Config) Validate() error {
 	if c.Media.MaxBytes < 1024 {
 		bad("media.max_bytes", "must be at least 1024, got %d", c.Media.MaxBytes)
 	}
-	if strings.TrimSpace(c.Storage.Dir) == "" {
-		bad("storage.dir", "must not be empty")
-	}
+	c.Storage.validate(bad)
 	c.validateWeChat(bad)
 	c.validateOAuth(bad)
 	for i, o := range c.CORS.AllowedOrigins {
@@ -370,6 +398,22 @@ func (c *Config) validateWeChat(bad func(key, format string, args ...any)) {
 	if w.TokenAPI != oauth.TokenAPIStable && w.TokenAPI != oauth.TokenAPIToken {
 		bad("wechat.token_api", "want \"stable\" or \"token\", got %q", w.TokenAPI)
 	}
+}
+
+// validateMenu checks the configured menu as WeChat would; its problems
+// name their keys already.
+func (c *Config) validateMenu() error {
+	if c.Menu.File != "" && len(c.Menu.Button) > 0 {
+		return errors.New("menu.file: set either menu.file or [[menu.button]], not both")
+	}
+	m, ok, err := c.Menu.Load()
+	switch {
+	case err != nil:
+		return fmt.Errorf("menu.file: %w", err)
+	case ok:
+		return m.Validate("menu")
+	}
+	return nil
 }
 
 func (c *Config) validateOAuth(bad func(key, format string, args ...any)) {

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/BurntSushi/toml"
 )
@@ -49,16 +50,21 @@ func closestKey(key string) string {
 
 // knownKeys lists every key of Config as dotted TOML paths; tables of
 // tables (rpc.keys) contribute their members' keys under the table's name.
-func knownKeys() []string {
+var knownKeys = sync.OnceValue(func() []string {
 	var keys []string
+	// inside holds the types on the current path: a type that contains
+	// itself (a menu button's sub-buttons) is listed once, not forever.
+	inside := map[reflect.Type]bool{}
 	var walk func(prefix string, t reflect.Type)
 	walk = func(prefix string, t reflect.Type) {
 		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
 			t = t.Elem()
 		}
-		if t.Kind() != reflect.Struct || reflect.PointerTo(t).Implements(textUnmarshaler) {
+		if t.Kind() != reflect.Struct || reflect.PointerTo(t).Implements(textUnmarshaler) || inside[t] {
 			return
 		}
+		inside[t] = true
+		defer delete(inside, t)
 		for i := range t.NumField() {
 			name, _, _ := strings.Cut(t.Field(i).Tag.Get("toml"), ",")
 			if name == "" || name == "-" {
@@ -70,7 +76,7 @@ func knownKeys() []string {
 	}
 	walk("", reflect.TypeFor[Config]())
 	return keys
-}
+})
 
 var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
 

@@ -88,6 +88,12 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"base_url", "[server]\nbase_url = \"example.com/wechat\"\n[wechat]\nsandbox = true\n", "server.base_url"},
 		{"log format", "[server]\nlog_format = \"xml\"\n[wechat]\nsandbox = true\n", "server.log_format"},
 		{"storage", "[storage]\ndir = \"\"\n[wechat]\nsandbox = true\n", "storage.dir"},
+		{"storage backend", "[storage]\nbackend = \"mysql\"\n[wechat]\nsandbox = true\n", "storage.backend"},
+		{"redis without url", "[storage]\nbackend = \"redis\"\n[wechat]\nsandbox = true\n", "storage.redis.url"},
+		{"redis url scheme", "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"http://x\"\n[wechat]\nsandbox = true\n", "storage.redis.url"},
+		{"sentinel without master", "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"redis://x\"\nsentinel_addrs = [\"a:1\"]\n[wechat]\nsandbox = true\n", "storage.redis.master_name"},
+		{"sentinel and cluster", "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"redis://x\"\nsentinel_addrs = [\"a:1\"]\nmaster_name = \"m\"\ncluster_addrs = [\"b:1\"]\n[wechat]\nsandbox = true\n", "storage.redis.cluster_addrs"},
+		{"empty prefix", "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"redis://x\"\nprefix = \"\"\n[wechat]\nsandbox = true\n", "storage.redis.prefix"},
 		{"callback path collides", "[wechat]\nsandbox = true\n[callback]\npath = \"/auth/cb\"\n", "callback.path"},
 		{"rpc short key", "[wechat]\nsandbox = true\n[[rpc.keys]]\nname = \"b\"\nkey = \"short\"\n", "rpc.keys[0].key"},
 		{"rpc duplicate name", "[wechat]\nsandbox = true\n[[rpc.keys]]\nname = \"b\"\nkey = \"0123456789abcdef\"\n[[rpc.keys]]\nname = \"b\"\nkey = \"0123456789abcdefg\"\n", "rpc.keys[1].name"},
@@ -177,6 +183,25 @@ func TestConfigReportsAllProblems(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("error %v misses %s", err, key)
 		}
+	}
+}
+
+// The Redis URL carries the password: an error about it never repeats it,
+// and the environment's wins over the file's.
+func TestRedisURL(t *testing.T) {
+	body := "[storage]\nbackend = \"redis\"\n[storage.redis]\nurl = \"http://user:hunter2@x\"\n[wechat]\nsandbox = true\n[oauth]\nallowed_return_hosts = [\"a.com\"]\n"
+	_, err := LoadConfig(writeConfig(t, body), noEnv)
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("bad URL: %v", err)
+	}
+	cfg, err := LoadConfig(writeConfig(t, body), func(k string) string {
+		if k == EnvRedisURL {
+			return "rediss://:from-env@redis.internal:6380/2"
+		}
+		return ""
+	})
+	if err != nil || cfg.Storage.Redis.URL != "rediss://:from-env@redis.internal:6380/2" || !cfg.Storage.Shared() {
+		t.Fatalf("%v %+v", err, cfg.Storage)
 	}
 }
 

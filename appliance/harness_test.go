@@ -1,7 +1,6 @@
 package appliance_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"html"
@@ -13,11 +12,11 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"wxappliance/appliance"
+	"wxappliance/appliance/logtest"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/kv"
 )
@@ -31,43 +30,9 @@ type harness struct {
 	srv   *httptest.Server
 	app   *appliance.Appliance
 	store *kv.Badger
-	logs  *syncBuffer
-	clock *clock
+	logs  *logtest.Buffer
+	clock *sandbox.Clock
 	cfg   appliance.Config
-}
-
-type clock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.offset += d
-	c.mu.Unlock()
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // returnPage is where logins come back to in tests; its host is allowed.
@@ -75,7 +40,7 @@ const returnPage = "https://app.example.com/page?x=1"
 
 func newHarness(t *testing.T, configure ...func(*appliance.Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, logs: &syncBuffer{}, clock: &clock{}}
+	h := &harness{t: t, logs: &logtest.Buffer{}, clock: &sandbox.Clock{}}
 	h.sb = sandbox.New(sandbox.Options{})
 	h.up = httptest.NewServer(h.sb)
 	t.Cleanup(h.up.Close)

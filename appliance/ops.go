@@ -3,7 +3,6 @@ package appliance
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/http/pprof"
 	"runtime/debug"
@@ -88,10 +87,10 @@ func (a *Appliance) watchOps() {
 	for _, c := range creds {
 		a.ops.metrics.WatchCredential(c.Name, c.Peek, now)
 	}
-	st := status.Storage{Backend: storeBackend(a.store)}
+	st := status.Storage{Backend: a.cfg.Storage.Backend}
 	sizer, _ := a.store.(metrics.Sizer)
 	if _, ok := a.store.(*kv.Badger); ok {
-		st.Dir = a.cfg.Storage.Dir
+		st.Backend, st.Dir = BackendBadger, a.cfg.Storage.Dir
 		if sizer == nil {
 			sizer = metrics.DirSizer(st.Dir)
 		}
@@ -126,14 +125,6 @@ func (a *Appliance) opsRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-}
-
-// storeBackend names the store for the page: storage.backend's words.
-func storeBackend(s kv.Store) string {
-	if _, ok := s.(*kv.Badger); ok {
-		return "badger"
-	}
-	return fmt.Sprintf("%T", s)
 }
 
 // buildVersion is the version when Options.Version is empty (tests, or an

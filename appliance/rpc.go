@@ -3,6 +3,8 @@ package appliance
 import (
 	"context"
 
+	"wxappliance/appliance/cluster"
+	"wxappliance/callback"
 	"wxappliance/rpc"
 )
 
@@ -37,9 +39,21 @@ func (a *Appliance) buildRPC() error {
 		return err
 	}
 	a.rpc = srv
+	var sub callback.Subscriber = srv
+	if a.cfg.Storage.Shared() {
+		// Backends subscribed to any instance answer the pushes that land
+		// on any instance. The relay serves the other instances' pushes
+		// even when this one's callback is off.
+		a.relay, err = cluster.NewRelay(cluster.RelayConfig{ID: a.instance, Store: a.store, Bus: a.bus, Local: srv,
+			Logger: a.log.With("component", "cluster", "instance", a.instance)})
+		if err != nil {
+			return err
+		}
+		sub = a.relay
+	}
 	if a.callback != nil {
 		// Backends that subscribe answer the pushes before the rules.
-		a.callback.SetSubscriber(srv)
+		a.callback.SetSubscriber(sub)
 	}
 	return nil
 }

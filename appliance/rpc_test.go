@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"wxappliance/appliance"
+	"wxappliance/appliance/logtest"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/rpc"
 	"wxappliance/rpc/client"
@@ -188,7 +189,7 @@ func TestRPCUnderServe(t *testing.T) {
 	cfg.Server.ReadTimeout = appliance.Duration(300 * time.Millisecond)
 	cfg.Server.ShutdownTimeout = appliance.Duration(5 * time.Second)
 	withRPC(&cfg)
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	srv := serve(t, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	url := "ws://" + srv.addr + "/rpc"
 

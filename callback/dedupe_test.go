@@ -11,6 +11,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"wxappliance/appliance/logtest"
+	"wxappliance/kv/kvtest"
 )
 
 // Dedupe across a crash. Reply deadlines are a minute: a retry that must
@@ -34,7 +37,7 @@ func crashMessage(t *testing.T) (Query, []byte, string) {
 // instanceService is one process's Service on a shared store.
 type instanceService struct {
 	*Service
-	logs       *logBuffer
+	logs       *logtest.Buffer
 	dispatches atomic.Int32
 	entered    chan struct{} // a value each time the subscriber is called
 }
@@ -48,7 +51,7 @@ func newInstanceService(t *testing.T, st Store, inst Instances, name string, gat
 	if err != nil {
 		t.Fatal(err)
 	}
-	is := &instanceService{logs: &logBuffer{}, entered: make(chan struct{}, 16)}
+	is := &instanceService{logs: &logtest.Buffer{}, entered: make(chan struct{}, 16)}
 	is.Service, err = New(st, d, Config{
 		Token: testToken, AppID: testAppID, EncodingAESKey: testKey,
 		Now: func() time.Time { return testNow }, Random: fixedRandom(7),
@@ -122,7 +125,7 @@ func answerText(t *testing.T, body []byte) string {
 // the dead process's claim, takes it over and dispatches the message again;
 // later retries get that answer from the store.
 func TestClaimOfCrashedProcessIsTakenOver(t *testing.T) {
-	st := openBadger(t)
+	st := kvtest.Badger(t)
 	q, body, key := crashMessage(t)
 	a, finishA := crashMidDispatch(t, st, soleInstance("A"), q, body)
 	if rec, err := st.Get(t.Context(), key); err != nil || string(rec) != "pA" {
@@ -163,7 +166,7 @@ func TestClaimOfCrashedProcessIsTakenOver(t *testing.T) {
 // A claim written by the previous version, a bare "p", names no process:
 // it is a dead one's.
 func TestLegacyClaimIsTakenOver(t *testing.T) {
-	st := openBadger(t)
+	st := kvtest.Badger(t)
 	q, body, key := crashMessage(t)
 	if ok, err := st.PutIfAbsent(t.Context(), key, []byte("p"), time.Hour); !ok || err != nil {
 		t.Fatal(ok, err)
@@ -233,7 +236,7 @@ func (f *fakeInstances) Alive(_ context.Context, id string) (bool, error) {
 func TestTakeoverExactlyOnce(t *testing.T) {
 	for _, processes := range []int{1, 3} {
 		t.Run(fmt.Sprintf("%d processes", processes), func(t *testing.T) {
-			st := openBadger(t)
+			st := kvtest.Badger(t)
 			q, body, _ := crashMessage(t)
 			crashMidDispatch(t, st, soleInstance("A"), q, body)
 			const retries = 6
@@ -294,7 +297,7 @@ func TestLiveClaimerIsWaitedFor(t *testing.T) {
 	}
 	for name, inst := range tests {
 		t.Run(name, func(t *testing.T) {
-			st := openBadger(t)
+			st := kvtest.Badger(t)
 			q, body, _ := crashMessage(t)
 			release := make(chan struct{})
 			a := newInstanceService(t, st, soleInstance("A"), "A", release)
@@ -327,7 +330,7 @@ func TestLiveClaimerIsWaitedFor(t *testing.T) {
 // while another is still answering (a rebuilt Service, a second listener)
 // waits for it instead of taking its claim over.
 func TestDefaultInstanceIsTheProcess(t *testing.T) {
-	st := openBadger(t)
+	st := kvtest.Badger(t)
 	q, body, key := crashMessage(t)
 	release := make(chan struct{})
 	a := newInstanceService(t, st, nil, "A", release)
@@ -374,7 +377,7 @@ func (w *watchStore) Get(ctx context.Context, key string) ([]byte, error) {
 
 func TestNewRejectsAnonymousInstance(t *testing.T) {
 	d, _ := NewDispatcher(Rules{})
-	_, err := New(openBadger(t), d, Config{Token: testToken, Instances: &fakeInstances{}})
+	_, err := New(kvtest.Badger(t), d, Config{Token: testToken, Instances: &fakeInstances{}})
 	if err == nil {
 		t.Fatal("an Instances without a Self accepted")
 	}

@@ -1,7 +1,6 @@
 package callback
 
 import (
-	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -10,11 +9,12 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"wxappliance/appliance/logtest"
 	"wxappliance/kv"
+	"wxappliance/kv/kvtest"
 )
 
 // The official sample vector of WeChat's message encryption (the
@@ -58,35 +58,6 @@ func (r fixedRandom) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// openBadger opens a real Badger store in a temporary directory.
-func openBadger(t testing.TB) *kv.Badger {
-	t.Helper()
-	st, err := kv.OpenBadger(t.TempDir(), kv.BadgerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
-
-// logBuffer collects log output safely across goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // subscriberFunc adapts a function to Subscriber.
 type subscriberFunc func(ctx context.Context, msg *Message) (*Reply, bool, error)
 
@@ -99,7 +70,7 @@ func (f subscriberFunc) Deliver(ctx context.Context, msg *Message) (*Reply, bool
 type testService struct {
 	*Service
 	store *kv.Badger
-	logs  *logBuffer
+	logs  *logtest.Buffer
 }
 
 func newTestService(t testing.TB, rules Rules, mutate func(*Config)) *testService {
@@ -108,7 +79,7 @@ func newTestService(t testing.TB, rules Rules, mutate func(*Config)) *testServic
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	cfg := Config{
 		Token:                  testToken,
 		AppID:                  testAppID,
@@ -121,7 +92,7 @@ func newTestService(t testing.TB, rules Rules, mutate func(*Config)) *testServic
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	st := openBadger(t)
+	st := kvtest.Badger(t)
 	s, err := New(st, d, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"wxappliance/appliance/logtest"
+	"wxappliance/kv/kvtest"
 )
 
 var echoRules = Rules{
@@ -129,7 +132,7 @@ func TestHandleOfficialSample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(openBadger(t), d, Config{
+	s, err := New(kvtest.Badger(t), d, Config{
 		Token: sampleToken, AppID: sampleAppID, EncodingAESKey: sampleKey,
 		Now: func() time.Time { return time.Unix(sampleTime, 0) },
 	})
@@ -517,7 +520,7 @@ func TestLogsNoContent(t *testing.T) {
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	d, _ := NewDispatcher(Rules{})
-	st := openBadger(t)
+	st := kvtest.Badger(t)
 	for name, cfg := range map[string]Config{
 		"no token": {AppID: testAppID},
 		"bad key":  {Token: testToken, EncodingAESKey: "short"},
@@ -550,7 +553,7 @@ func (failingStore) CompareAndSwap(context.Context, string, []byte, []byte, time
 // double answer is better than none.
 func TestStoreDownStillAnswers(t *testing.T) {
 	d, _ := NewDispatcher(echoRules)
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	s, err := New(failingStore{}, d, Config{
 		Token: testToken, AppID: testAppID, Now: func() time.Time { return testNow },
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),

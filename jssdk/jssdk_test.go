@@ -10,8 +10,9 @@ import (
 	"time"
 
 	"wxappliance/appliance/sandbox"
+	"wxappliance/appliance/sandbox/sandboxtest"
 	"wxappliance/jssdk"
-	"wxappliance/kv"
+	"wxappliance/kv/kvtest"
 	"wxappliance/oauth"
 )
 
@@ -39,20 +40,10 @@ type fixture struct {
 
 func newFixture(t *testing.T, allowed func(string) bool) *fixture {
 	t.Helper()
-	sb := sandbox.New(sandbox.Options{})
-	srv := httptest.NewServer(sb)
-	t.Cleanup(srv.Close)
-	store, err := kv.OpenBadger(t.TempDir(), kv.BadgerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	client, err := oauth.NewClient(oauth.ClientConfig{BaseURL: srv.URL, Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := oauth.NewApp(client, store, oauth.AppConfig{AppID: sb.AppID(), Secret: "sandbox-secret"})
-	return &fixture{sb: sb, app: app, svc: jssdk.New(app, store, jssdk.Options{AllowedHost: allowed})}
+	wx := sandboxtest.New(t, sandboxtest.Options{})
+	store := kvtest.Badger(t)
+	app := wx.App(store)
+	return &fixture{sb: wx.Sandbox, app: app, svc: jssdk.New(app, store, jssdk.Options{AllowedHost: allowed})}
 }
 
 func TestConfig(t *testing.T) {
@@ -158,28 +149,12 @@ func TestTicketFetchSurvivesRejectedToken(t *testing.T) {
 }
 
 // Several instances (App and Service each) on one store and bus: a cold
-// start under load costs one token fetch and one ticket fetch in all. The
-// backends table takes the shared storage from a function, so the same test
-// can run on Redis.
-var backends = []struct {
-	name string
-	open func(t *testing.T) (join func() (kv.Store, kv.Bus))
-}{
-	{"badger", func(t *testing.T) func() (kv.Store, kv.Bus) {
-		store, err := kv.OpenBadger(t.TempDir(), kv.BadgerOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { store.Close() })
-		bus := &kv.LocalBus{}
-		return func() (kv.Store, kv.Bus) { return store, bus }
-	}},
-}
-
+// start under load costs one token fetch and one ticket fetch in all, on
+// every backend.
 func TestClusterColdStartOneTokenOneTicket(t *testing.T) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			join := b.open(t)
+	for _, b := range kvtest.Backends {
+		t.Run(b.Name, func(t *testing.T) {
+			join := b.Open(t)
 			sb := sandbox.New(sandbox.Options{})
 			srv := httptest.NewServer(sb)
 			t.Cleanup(srv.Close)

@@ -6,13 +6,12 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"wxappliance/appliance/sandbox"
-	"wxappliance/kv"
+	"wxappliance/appliance/sandbox/sandboxtest"
+	"wxappliance/kv/kvtest"
 	"wxappliance/media"
 	"wxappliance/oauth"
 )
@@ -26,23 +25,8 @@ func newService(t *testing.T, mediaGet http.HandlerFunc, maxBytes int64) *media.
 
 func newServiceWith(t *testing.T, mediaGet http.HandlerFunc, opts media.Options) *media.Service {
 	t.Helper()
-	sb := sandbox.New(sandbox.Options{})
-	mux := http.NewServeMux()
-	mux.Handle("/", sb)
-	mux.HandleFunc("/cgi-bin/media/get", mediaGet)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	store, err := kv.OpenBadger(t.TempDir(), kv.BadgerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	client, err := oauth.NewClient(oauth.ClientConfig{BaseURL: srv.URL, Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := oauth.NewApp(client, store, oauth.AppConfig{AppID: sb.AppID(), Secret: sandbox.DefaultAppSecret})
-	return media.New(app, opts)
+	wx := sandboxtest.New(t, sandboxtest.Options{Routes: map[string]http.HandlerFunc{"/cgi-bin/media/get": mediaGet}})
+	return media.New(wx.App(kvtest.Badger(t)), opts)
 }
 
 func answer(ct string, body string, headers ...string) http.HandlerFunc {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"wxappliance/kv"
+	"wxappliance/kv/kvtest"
 	"wxappliance/oauth"
 )
 
@@ -120,29 +121,10 @@ func TestCallerGivingUpDoesNotFailOthers(t *testing.T) {
 	}
 }
 
-// Several instances sharing one store and one bus.
-//
-// Each backend opens the storage that the instances of one test share and
-// returns join, which gives each instance its own handle on it: Badger with
-// one LocalBus models N instances in one process; a Redis backend gives each
-// instance its own client to one server.
-
-type backend struct {
-	name string
-	open func(t *testing.T) (join func() (kv.Store, kv.Bus))
-}
-
-var backends = []backend{
-	{"badger", func(t *testing.T) func() (kv.Store, kv.Bus) {
-		store := openStore(t, t.TempDir())
-		bus := &kv.LocalBus{}
-		return func() (kv.Store, kv.Bus) { return store, bus }
-	}},
-}
-
+// Several instances sharing one store and one bus, on every kvtest backend.
 func forEachBackend(t *testing.T, test func(t *testing.T, join func() (kv.Store, kv.Bus))) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) { test(t, b.open(t)) })
+	for _, b := range kvtest.Backends {
+		t.Run(b.Name, func(t *testing.T) { test(t, b.Open(t)) })
 	}
 }
 

@@ -34,3 +34,26 @@ func (s *Server) Deliver(ctx context.Context, msg *callback.Message) (*callback.
 	}
 	return &reply, true, nil
 }
+
+// Several instances share the subscribers through package cluster, which
+// needs to know what this server's subscribers want without delivering.
+
+// Matches reports whether a local subscriber's filter takes a push of
+// msgType (and event). A subscriber may leave right after: Deliver's ok
+// has the last word.
+func (s *Server) Matches(msgType, event string) bool {
+	return s.subs.any(msgType, event)
+}
+
+// Subscriptions returns the filters of the local subscribers now, one per
+// subscribed connection (normalised as callback.subscribe answered them).
+func (s *Server) Subscriptions() []Filter {
+	return s.subs.filters()
+}
+
+// SubscriptionsChanged returns a channel closed at the next change to the
+// local subscribers (one subscribes, subscribes again, or leaves). Take it
+// before reading Subscriptions, so no change falls in between.
+func (s *Server) SubscriptionsChanged() <-chan struct{} {
+	return s.subs.watch()
+}

@@ -1,7 +1,6 @@
 package rpc_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,15 +10,16 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"wxappliance/appliance/logtest"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/jssdk"
 	"wxappliance/kv"
+	"wxappliance/kv/kvtest"
 	"wxappliance/media"
 	"wxappliance/oauth"
 	"wxappliance/rpc"
@@ -47,7 +47,7 @@ type env struct {
 	srv      *rpc.Server
 	hs       *httptest.Server
 	url      string
-	logs     *syncBuffer
+	logs     *logtest.Buffer
 }
 
 type envConfig struct {
@@ -70,18 +70,14 @@ func newEnv(t testing.TB, configure ...func(*envConfig)) *env {
 	for _, f := range configure {
 		f(&cfg)
 	}
-	e := &env{t: t, logs: &syncBuffer{}}
+	e := &env{t: t, logs: &logtest.Buffer{}}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.sb = sandbox.New(sandbox.Options{})
 	e.up = httptest.NewServer(e.sb)
 	t.Cleanup(e.up.Close)
 
-	store, err := kv.OpenBadger(t.TempDir(), kv.BadgerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := kvtest.Badger(t)
 	e.store = store
-	t.Cleanup(func() { store.Close() })
 
 	if cfg.upstream == 0 {
 		cfg.upstream = 2 * time.Second
@@ -280,23 +276,6 @@ func (r *rawConn) reply(answer func(id string) string) <-chan error {
 		errc <- err
 	}()
 	return errc
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // eventually polls cond for up to 5 s.

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"wxappliance/appliance/sandbox"
-	"wxappliance/kv"
+	"wxappliance/kv/kvtest"
 	"wxappliance/media"
 	"wxappliance/oauth"
 	"wxappliance/rpc"
@@ -45,11 +45,7 @@ func newMediaService(t *testing.T, mediaGet http.HandlerFunc, opts media.Options
 	}
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	store, err := kv.OpenBadger(t.TempDir(), kv.BadgerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := kvtest.Badger(t)
 	client, err := oauth.NewClient(oauth.ClientConfig{BaseURL: srv.URL, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -42,45 +43,51 @@ func (f Filter) validate() error {
 	return nil
 }
 
-// subscription is one connection's filter, ready to match.
+// Matches reports whether a push of msgType (and, for an event, its name)
+// passes f. It is the one matching rule: the local registry and the
+// cluster relay, which advertises filters to other instances, both use it.
+func (f Filter) Matches(msgType, event string) bool {
+	if len(f.MsgTypes) == 0 && len(f.Events) == 0 {
+		return true
+	}
+	if slices.ContainsFunc(f.MsgTypes, equalFold(msgType)) {
+		return true
+	}
+	return strings.EqualFold(msgType, "event") && slices.ContainsFunc(f.Events, equalFold(event))
+}
+
+func equalFold(s string) func(string) bool {
+	return func(name string) bool { return strings.EqualFold(name, s) }
+}
+
+// subscription is one connection's filter.
 type subscription struct {
 	c      *conn
 	filter Filter
-	types  map[string]bool
-	events map[string]bool
 }
 
 func newSubscription(c *conn, f Filter) *subscription {
-	s := &subscription{c: c, filter: f, types: map[string]bool{}, events: map[string]bool{}}
-	for _, t := range f.MsgTypes {
-		s.types[strings.ToLower(t)] = true
-	}
-	for _, e := range f.Events {
-		s.events[strings.ToLower(e)] = true
-	}
-	return s
+	return &subscription{c: c, filter: f}
 }
 
 func (s *subscription) matches(msgType, event string) bool {
-	if len(s.types) == 0 && len(s.events) == 0 {
-		return true
-	}
-	msgType = strings.ToLower(msgType)
-	return s.types[msgType] || msgType == "event" && s.events[strings.ToLower(event)]
+	return s.filter.Matches(msgType, event)
 }
 
 // subscribers is the registry of subscribed connections, in the order they
 // subscribed.
 type subscribers struct {
-	mu   sync.Mutex
-	list []*subscription
-	next uint64 // round-robin position
+	mu      sync.Mutex
+	list    []*subscription
+	next    uint64        // round-robin position
+	changed chan struct{} // closed at the next change; nil until watched
 }
 
 // set adds c's subscription, or replaces it in place.
 func (r *subscribers) set(sub *subscription) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	defer r.changedLocked()
 	for i, s := range r.list {
 		if s.c == sub.c {
 			r.list[i] = sub
@@ -96,9 +103,43 @@ func (r *subscribers) remove(c *conn) {
 	for i, s := range r.list {
 		if s.c == c {
 			r.list = append(r.list[:i:i], r.list[i+1:]...)
+			r.changedLocked()
 			return
 		}
 	}
+}
+
+func (r *subscribers) changedLocked() {
+	if r.changed != nil {
+		close(r.changed)
+		r.changed = nil
+	}
+}
+
+// watch returns a channel closed at the next change.
+func (r *subscribers) watch() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.changed == nil {
+		r.changed = make(chan struct{})
+	}
+	return r.changed
+}
+
+func (r *subscribers) filters() []Filter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fs := make([]Filter, len(r.list))
+	for i, s := range r.list {
+		fs[i] = Filter{MsgTypes: slices.Clone(s.filter.MsgTypes), Events: slices.Clone(s.filter.Events)}
+	}
+	return fs
+}
+
+func (r *subscribers) any(msgType, event string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.ContainsFunc(r.list, func(s *subscription) bool { return s.matches(msgType, event) })
 }
 
 // pick returns the subscriptions matching a message, the one whose turn it

@@ -7,37 +7,18 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-// clock is a settable clock for Options.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *Clock { return NewClock(time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)) }
 
 // env is a sandbox behind a test server, with a frozen clock.
 type env struct {
 	t     *testing.T
 	sb    *Sandbox
 	srv   *httptest.Server
-	clock *clock
+	clock *Clock
 	opts  Options
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -95,16 +96,62 @@ type pushPageData struct {
 	Users  []User
 	Kinds  []pushKind
 	Form   pushForm
+	Menu   []menuButton // the menu of the last menu/create, to click
 	Result *pushResult
 }
 
+// menuButton is a button of the stored menu as the push page shows it:
+// clicking one pushes what WeChat pushes when a user taps it.
+type menuButton struct {
+	Name  string
+	Type  string
+	Value string // "CLICK:<key>" or "VIEW:<url>"; empty for types the page cannot push
+	Sub   []menuButton
+}
+
+// storedMenuButtons reads the stored menu for the push page.
+func (s *Sandbox) storedMenuButtons() []menuButton {
+	var m struct {
+		Button []struct {
+			Type, Name, Key, URL string
+			SubButton            []struct{ Type, Name, Key, URL string } `json:"sub_button"`
+		} `json:"button"`
+	}
+	if json.Unmarshal(s.storedMenu(), &m) != nil {
+		return nil
+	}
+	value := func(typ, key, url string) string {
+		switch typ {
+		case "click":
+			return "CLICK:" + key
+		case "view":
+			return "VIEW:" + url
+		}
+		return ""
+	}
+	var out []menuButton
+	for _, b := range m.Button {
+		mb := menuButton{Name: b.Name, Type: b.Type, Value: value(b.Type, b.Key, b.URL)}
+		for _, sub := range b.SubButton {
+			mb.Sub = append(mb.Sub, menuButton{Name: sub.Name, Type: sub.Type, Value: value(sub.Type, sub.Key, sub.URL)})
+		}
+		out = append(out, mb)
+	}
+	return out
+}
+
 var _ = template.Must(pages.Parse(`
+{{define "menubutton"}}{{if .Value}}<button type="submit" class="menu-button" name="menu" value="{{.Value}}">{{.Name}}</button>{{else}}<button type="button" class="menu-button" disabled title="{{.Type}}">{{.Name}} ({{.Type}})</button>{{end}}{{end}}
 {{define "push"}}{{template "head" "消息推送"}}
 <style>
 pre { white-space: pre-wrap; word-break: break-all; background: #f7f7f7; padding: .5rem; font-size: .75rem; }
 label { display: block; margin: .5rem 0 .2rem; }
 select, input { width: 100%; box-sizing: border-box; padding: .4rem; }
 button { margin-top: 1rem; width: 100%; padding: .75rem; border: 0; border-radius: .4rem; background: #07c160; color: #fff; font-size: 1rem; }
+#menu { display: flex; gap: .5rem; }
+.menu-col { flex: 1; }
+.menu-button { margin-top: .4rem; padding: .5rem; background: #576b95; font-size: .9rem; }
+.menu-button:disabled { background: #ccc; }
 </style>
 <h1>消息推送 Push a message</h1>
 {{if not .On}}
@@ -127,6 +174,9 @@ button { margin-top: 1rem; width: 100%; padding: .75rem; border: 0; border-radiu
 <label for="mode">加解密方式 Mode</label>
 <select id="mode" name="mode">{{range .Modes}}<option value="{{.}}"{{if eq . $.Form.Mode}} selected{{end}}>{{.}}</option>{{end}}</select>
 <button type="submit" id="send">发送 Send</button>
+{{if .Menu}}<h2>自定义菜单 Menu</h2>
+<p class="muted">点击菜单推送 CLICK 或 VIEW 事件，如同用户在微信中点击。Tap a button to push its CLICK or VIEW event, as WeChat does.</p>
+<div id="menu">{{range .Menu}}<div class="menu-col">{{if .Sub}}<p><b>{{.Name}}</b></p>{{range .Sub}}{{template "menubutton" .}}{{end}}{{else}}{{template "menubutton" .}}{{end}}</div>{{end}}</div>{{end}}
 </form>
 </div>
 {{with .Result}}
@@ -159,6 +209,7 @@ func (s *Sandbox) servePush(w http.ResponseWriter, r *http.Request) {
 		Users:  users,
 		Kinds:  pushKinds,
 		Form:   pushForm{OpenID: users[0].OpenID, Kind: "text", Content: "你好"},
+		Menu:   s.storedMenuButtons(),
 	}
 	if s.callback.EncodingAESKey != "" {
 		// The appliance refuses plaintext pushes once a key is set, as an
@@ -185,6 +236,10 @@ func (s *Sandbox) servePush(w http.ResponseWriter, r *http.Request) {
 			Content:  r.PostForm.Get("content"),
 			EventKey: r.PostForm.Get("event_key"),
 			Mode:     r.PostForm.Get("mode"),
+		}
+		if kind, key, ok := strings.Cut(r.PostForm.Get("menu"), ":"); ok {
+			// A menu button was tapped: its event, whatever the form said.
+			f.Kind, f.EventKey = kind, key
 		}
 		if err := checkPushForm(f, data.Modes); err != nil {
 			http.Error(w, "sandbox: "+err.Error(), http.StatusBadRequest)

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"wxappliance/callback"
-	"wxappliance/kv"
+	"wxappliance/kv/kvtest"
 )
 
 const (
@@ -51,11 +51,7 @@ type pushEnv struct {
 
 func newPushEnv(t *testing.T, key string) *pushEnv {
 	t.Helper()
-	store, err := kv.OpenBadger(t.TempDir(), kv.BadgerOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	store := kvtest.Badger(t)
 	d, err := callback.NewDispatcher(callback.Rules{})
 	if err != nil {
 		t.Fatal(err)

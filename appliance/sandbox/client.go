@@ -1,0 +1,93 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"time"
+)
+
+// What tests and load programs do with a sandbox from outside: log a
+// browser in through an appliance by picking a test user on the authorize
+// page, and read the call counts.
+
+var userLinkRe = regexp.MustCompile(`id="user-([^"]+)"[^>]*href="([^"]+)"`)
+
+// UserLink finds the link that authorizes as openid on an authorize page.
+func UserLink(page []byte, openid string) (string, bool) {
+	for _, m := range userLinkRe.FindAllSubmatch(page, -1) {
+		if string(m[1]) == openid {
+			return html.UnescapeString(string(m[2])), true
+		}
+	}
+	return "", false
+}
+
+// Login logs a new browser in through the appliance at base, as the test
+// user openid, and returns the value of its session cookie (named
+// cookieName; the default is "wxappliance_session" when empty).
+func Login(base, openid, cookieName string) (string, error) {
+	if cookieName == "" {
+		cookieName = "wxappliance_session"
+	}
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	page := base + "/sandbox/demo"
+	resp, err := c.Get(base + "/auth?state=" + url.QueryEscape(page))
+	if err != nil {
+		return "", err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("authorize page: %d %v", resp.StatusCode, err)
+	}
+	link, ok := UserLink(body, openid)
+	if !ok {
+		return "", fmt.Errorf("no link for %s on the authorize page", openid)
+	}
+	target, err := resp.Request.URL.Parse(link)
+	if err != nil {
+		return "", err
+	}
+	// Redirects: confirm -> /auth/code -> the demo page. Only a fully
+	// received 302 from /auth/code sets the cookie in the jar.
+	resp, err = c.Get(target.String())
+	if err != nil {
+		return "", err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.String() != page {
+		return "", fmt.Errorf("login ended at %d %s", resp.StatusCode, resp.Request.URL)
+	}
+	u, _ := url.Parse(base)
+	for _, ck := range jar.Cookies(u) {
+		if ck.Name == cookieName {
+			return ck.Value, nil
+		}
+	}
+	return "", fmt.Errorf("no session cookie after login")
+}
+
+// Counts returns the calls per endpoint of the sandbox at root: an
+// appliance's base URL plus "/sandbox", or a standalone sandbox's.
+func Counts(root string) (map[string]int, error) {
+	resp, err := http.Get(root + "/_control/stats")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var stats struct {
+		Counts map[string]int `json:"counts"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil {
+		return nil, fmt.Errorf("sandbox stats: %w", err)
+	}
+	return stats.Counts, nil
+}
