@@ -26,7 +26,7 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	log.Info("starting wxappliance", "version", Version(), "config", *path)
 	setMemoryLimit(cfg.Server.MemoryLimit, m.Getenv("GOMEMLIMIT"), log)
 	kv.LogRedisTo(log.With("component", "redis"))
-	return appliance.Serve(ctx, cfg, log, m.Started)
+	return appliance.Serve(ctx, cfg, appliance.Options{Logger: log, Version: Version()}, m.Started)
 }
 
 // setMemoryLimit gives the Go runtime a soft memory limit, so garbage is

@@ -18,7 +18,8 @@ import (
 
 // The admin listener (server.admin_listen, loopback by default) serves
 // what is for the operator and never for the public: backups, which hold
-// every user's WeChat tokens. The public listener answers 404 there.
+// every user's WeChat tokens, metrics, the status page and pprof. The
+// public listener answers 404 there.
 
 // AdminTokenFile is the file in storage.dir holding the token that
 // authorizes /admin/backup. It is written at start with mode 0600 and
@@ -63,8 +64,9 @@ func (a *Appliance) adminRoutes() http.Handler {
 	mux.HandleFunc("GET /admin/menu", a.adminMenuShow)
 	mux.HandleFunc("PUT /admin/menu", a.adminMenuApply)
 	mux.HandleFunc("DELETE /admin/menu", a.adminMenuDelete)
+	a.opsRoutes(mux) // /metrics, the status page, pprof; see ops.go
 	mux.HandleFunc("/", notFound)
-	return recoverPanics(a.log, accessLog(a.log, mux))
+	return recoverPanics(a.log, accessLog(a.log, nil, mux))
 }
 
 // adminBackup streams an online backup of the store.

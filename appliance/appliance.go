@@ -36,6 +36,9 @@ type Options struct {
 	// New creates one with the configured credentials.
 	Sandbox *sandbox.Sandbox
 	Now     func() time.Time
+	// Version is shown on the status page and in wxappliance_build_info;
+	// empty means the one the build records.
+	Version string
 }
 
 // Appliance is the running product: services, routes and background work.
@@ -60,6 +63,8 @@ type Appliance struct {
 	rpc          *rpc.Server
 	handler      http.Handler // the public listener's
 	adminHandler http.Handler
+	ops          *ops // metrics and the status page
+	now          func() time.Time
 
 	limiter        *limiter // nil: no per-client limit
 	trustedProxies []netip.Prefix
@@ -104,31 +109,35 @@ func New(cfg Config, opts Options) (*Appliance, error) {
 // they take part in its refresh lease and compare-and-set like another
 // instance, so they never fetch a token of their own.
 func NewApp(cfg Config, store kv.Store, bus kv.Bus, log *slog.Logger) (*oauth.App, error) {
-	client, err := newUpstream(cfg.WeChat, log)
+	client, err := newUpstream(cfg.WeChat, log, nil)
 	if err != nil {
 		return nil, err
 	}
-	return newApp(cfg.WeChat, client, store, bus, cluster.NewID(), nil, log), nil
+	return newApp(cfg.WeChat, client, store, bus, cluster.NewID(), nil, log, nil), nil
 }
 
-func newUpstream(cfg WeChatConfig, log *slog.Logger) (*oauth.Client, error) {
+// newUpstream is the WeChat client; observe, when not nil, is told of
+// every call.
+func newUpstream(cfg WeChatConfig, log *slog.Logger, observe func(api, errcode string, d time.Duration)) (*oauth.Client, error) {
 	return oauth.NewClient(oauth.ClientConfig{
 		BaseURL:   cfg.APIBase,
 		Fallbacks: cfg.APIFallback,
 		Timeout:   cfg.Timeout.D(),
 		Logger:    log.With("component", "upstream"),
+		Observe:   observe,
 	})
 }
 
-func newApp(cfg WeChatConfig, client *oauth.Client, store kv.Store, bus kv.Bus, instance string, now func() time.Time, log *slog.Logger) *oauth.App {
+func newApp(cfg WeChatConfig, client *oauth.Client, store kv.Store, bus kv.Bus, instance string, now func() time.Time, log *slog.Logger, observeFetch func(oauth.Fetched)) *oauth.App {
 	return oauth.NewApp(client, store, oauth.AppConfig{
-		AppID:    cfg.AppID,
-		Secret:   cfg.AppSecret,
-		TokenAPI: cfg.TokenAPI,
-		Bus:      bus,
-		Instance: instance,
-		Now:      now,
-		Logger:   log.With("component", "access_token"),
+		AppID:        cfg.AppID,
+		Secret:       cfg.AppSecret,
+		TokenAPI:     cfg.TokenAPI,
+		Bus:          bus,
+		Instance:     instance,
+		Now:          now,
+		Logger:       log.With("component", "access_token"),
+		ObserveFetch: observeFetch,
 	})
 }
 
@@ -161,7 +170,12 @@ func (a *Appliance) openStore() error {
 }
 
 func (a *Appliance) build(opts Options) error {
-	client, err := newUpstream(a.cfg.WeChat, a.log)
+	a.now = opts.Now
+	a.ops = newOps(opts.Version, opts.Now)
+	// The services see the store through a counter of failures; a.store
+	// stays the store itself, for backups, readiness and the cluster.
+	store := countingStore{Store: a.store, failed: a.ops.storageError}
+	client, err := newUpstream(a.cfg.WeChat, a.log, a.ops.wechatCall)
 	if err != nil {
 		return err
 	}
@@ -171,9 +185,9 @@ func (a *Appliance) build(opts Options) error {
 			return err
 		}
 	}
-	a.app = newApp(a.cfg.WeChat, client, a.store, a.bus, a.instance, opts.Now, a.log)
+	a.app = newApp(a.cfg.WeChat, client, store, a.bus, a.instance, opts.Now, a.log, a.ops.credentialFetched)
 	a.web = oauth.NewWeb(client, a.cfg.WeChat.AppID, a.cfg.WeChat.AppSecret, a.cfg.WeChat.OAuthBase, opts.Now)
-	a.sessions = oauth.NewSessions(a.store, a.web, oauth.SessionConfig{
+	a.sessions = oauth.NewSessions(store, a.web, oauth.SessionConfig{
 		TTL:              a.cfg.OAuth.SessionTTL.D(),
 		MaxPendingLogins: a.cfg.OAuth.MaxPendingLogins,
 		Now:              opts.Now,
@@ -196,14 +210,15 @@ func (a *Appliance) build(opts Options) error {
 	if len(jssdkHosts) == 0 {
 		jssdkHosts = a.cfg.OAuth.AllowedReturnHosts
 	}
-	a.jssdk = jssdk.New(a.app, a.store, jssdk.Options{
-		AllowedHost: hostMatcher(jssdkHosts),
-		Bus:         a.bus,
-		Instance:    a.instance,
-		Now:         opts.Now,
-		Logger:      a.log.With("component", "jsapi_ticket"),
+	a.jssdk = jssdk.New(a.app, store, jssdk.Options{
+		AllowedHost:  hostMatcher(jssdkHosts),
+		Bus:          a.bus,
+		Instance:     a.instance,
+		Now:          opts.Now,
+		Logger:       a.log.With("component", "jsapi_ticket"),
+		ObserveFetch: a.ops.credentialFetched,
 	})
-	a.callback, err = newCallback(a.cfg, a.store, a.instances(), opts.Now, a.log.With("component", "callback"))
+	a.callback, err = newCallback(a.cfg, store, a.instances(), opts.Now, a.log.With("component", "callback"), a.ops.callbackMessage)
 	if err != nil {
 		return err
 	}
@@ -221,6 +236,7 @@ func (a *Appliance) build(opts Options) error {
 	if err := a.buildRPC(); err != nil {
 		return err
 	}
+	a.watchOps()
 	a.handler = a.routes()
 	a.adminHandler = a.adminRoutes()
 	return nil

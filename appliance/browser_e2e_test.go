@@ -43,29 +43,7 @@ func findChromium(t *testing.T) string {
 func TestBrowserLogin(t *testing.T) {
 	chromium := findChromium(t)
 	base := "http://" + serve(t, sandboxConfig(t), nil).addr
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium),
-		chromedp.Flag("headless", true),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelAlloc()
-	browserCtx, cancel := chromedp.NewContext(allocCtx)
-	defer cancel()
-	// The first action starts the browser, which lives as long as the
-	// context of that call: no timeout on it, only on what follows.
-	if err := chromedp.Do(browserCtx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("starting chromium: %v", err)
-	}
-	ctx, cancelTimeout := context.WithTimeout(browserCtx, 60*time.Second)
-	defer cancelTimeout()
+	ctx := chromiumContext(t, chromium)
 
 	userLink := chromedp.ID("user-" + sandbox.OpenIDXiaoming)
 	err := chromedp.Do(ctx,
@@ -98,6 +76,35 @@ func TestBrowserLogin(t *testing.T) {
 	if !strings.Contains(cfg, `"signature"`) || strings.Contains(cfg, "ticket") {
 		t.Fatalf("jssdk config on the page: %s", cfg)
 	}
+}
+
+// chromiumContext starts a headless Chromium for the test and returns a
+// context for its actions, which fail after a generous minute.
+func chromiumContext(t *testing.T, chromium string) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelAlloc)
+	browserCtx, cancel := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancel)
+	// The first action starts the browser, which lives as long as the
+	// context of that call: no timeout on it, only on what follows.
+	if err := chromedp.Do(browserCtx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+	ctx, cancelTimeout := context.WithTimeout(browserCtx, 60*time.Second)
+	t.Cleanup(cancelTimeout)
+	return ctx
 }
 
 func run[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {

@@ -20,7 +20,7 @@ import (
 
 // newCallback builds the callback service; nil when callback.token is
 // empty, which turns the callback off.
-func newCallback(cfg Config, store kv.Store, instances callback.Instances, now func() time.Time, log *slog.Logger) (*callback.Service, error) {
+func newCallback(cfg Config, store kv.Store, instances callback.Instances, now func() time.Time, log *slog.Logger, observe func(callback.Observation)) (*callback.Service, error) {
 	cb := cfg.Callback
 	if cb.Token == "" {
 		return nil, nil
@@ -39,6 +39,7 @@ func newCallback(cfg Config, store kv.Store, instances callback.Instances, now f
 		Instances:              instances,
 		Now:                    now,
 		Logger:                 log,
+		Observe:                observe,
 	})
 }
 

@@ -61,6 +61,7 @@ func (m MenuConfig) Load() (_ menu.Menu, ok bool, err error) {
 type ServerConfig struct {
 	Listen            string   `toml:"listen"`
 	AdminListen       string   `toml:"admin_listen"`
+	Pprof             bool     `toml:"pprof"`
 	TrustedProxies    []string `toml:"trusted_proxies"`
 	BaseURL           string   `toml:"base_url"`
 	LogFormat         string   `toml:"log_format"`
@@ -304,6 +305,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.AdminListen != "" && c.Server.AdminListen == c.Server.Listen && !strings.HasSuffix(c.Server.Listen, ":0") {
 		bad("server.admin_listen", "must differ from server.listen, whose routes are public")
+	}
+	if c.Server.Pprof && c.Server.AdminListen == "" {
+		bad("server.pprof", "is served on the admin listener only: set server.admin_listen too")
 	}
 	if err := c.validateMenu(); err != nil {
 		errs = append(errs, err)

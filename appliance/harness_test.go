@@ -327,7 +327,7 @@ func serve(t *testing.T, cfg appliance.Config, log *slog.Logger) *served {
 	s := &served{stop: cancel, done: make(chan struct{})}
 	addr := make(chan string, 1)
 	go func() {
-		s.err = appliance.Serve(ctx, cfg, log, func(a string) { addr <- a })
+		s.err = appliance.Serve(ctx, cfg, appliance.Options{Logger: log}, func(a string) { addr <- a })
 		close(s.done)
 	}()
 	t.Cleanup(func() {

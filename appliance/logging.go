@@ -59,8 +59,10 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // accessLog logs one line per request with the path only: query strings
-// carry OAuth codes and states, and cookies carry session ids.
-func accessLog(log *slog.Logger, next http.Handler) http.Handler {
+// carry OAuth codes and states, and cookies carry session ids. observe, when
+// not nil, is told of each request once it is answered; r.Pattern then
+// holds the route the mux matched.
+func accessLog(log *slog.Logger, observe func(r *http.Request, status int, d time.Duration), next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
@@ -69,12 +71,16 @@ func accessLog(log *slog.Logger, next http.Handler) http.Handler {
 		if status == 0 {
 			status = http.StatusOK
 		}
+		dur := time.Since(start)
+		if observe != nil {
+			observe(r, status, dur)
+		}
 		log.LogAttrs(r.Context(), levelFor(status), "request",
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
 			slog.Int("status", status),
 			slog.Int64("bytes", rec.bytes),
-			slog.Duration("dur", time.Since(start)),
+			slog.Duration("dur", dur),
 			slog.String("remote", r.RemoteAddr),
 		)
 	})

@@ -43,7 +43,7 @@ func (a *Appliance) routes() http.Handler {
 	var h http.Handler = mux
 	h = cors(a.cfg.CORS.AllowedOrigins, h)
 	h = limitBodies(int64(a.cfg.Server.MaxBodyBytes), h)
-	h = accessLog(a.log, h)
+	h = accessLog(a.log, a.ops.httpRequest, h)
 	return recoverPanics(a.log, h)
 }
 

@@ -32,6 +32,8 @@ func (a *Appliance) buildRPC() error {
 		ReadLimit:    int64(a.cfg.Server.MaxBodyBytes),
 		MediaBudget:  int64(a.cfg.RPC.MediaBudget),
 		Logger:       a.log.With("component", "rpc"),
+		ObserveConn:  a.ops.metrics.RPCConn,
+		ObserveCall:  a.ops.rpcCall,
 	})
 	if err != nil {
 		return err

@@ -13,8 +13,12 @@ import (
 // Serve runs the appliance until ctx ends, then shuts down gracefully: stop
 // accepting, drain in-flight requests, stop background refreshers, close the
 // store. started, when not nil, is called with the public listening address
-// once requests can be served.
-func Serve(ctx context.Context, cfg Config, log *slog.Logger, started func(addr string)) error {
+// once requests can be served. Of opts, Logger and Version are used.
+func Serve(ctx context.Context, cfg Config, opts Options, started func(addr string)) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	ln, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
 		return fmt.Errorf("server.listen %q: %w", cfg.Server.Listen, err)
@@ -32,7 +36,7 @@ func Serve(ctx context.Context, cfg Config, log *slog.Logger, started func(addr 
 		log.Warn("SANDBOX MODE: not talking to WeChat; users, tokens and media are fake",
 			"sandbox", cfg.Server.BaseURL+"/sandbox/")
 	}
-	a, err := New(cfg, Options{Logger: log})
+	a, err := New(cfg, Options{Logger: log, Version: opts.Version})
 	if err != nil {
 		ln.Close()
 		if adminLn != nil {

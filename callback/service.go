@@ -60,6 +60,9 @@ type Config struct {
 	// them all, or a retry reaching one instance would take over another's
 	// claim and dispatch twice.
 	Instances Instances
+	// Observe, when set, is told how each POSTed push was answered, for
+	// metrics; it runs on the request's goroutine. Nil means nobody listens.
+	Observe func(Observation)
 }
 
 // Service answers WeChat's pushes. It is safe for concurrent use.
@@ -78,6 +81,7 @@ type Service struct {
 	now          func() time.Time
 	random       io.Reader
 	log          *slog.Logger
+	observer     func(Observation)
 }
 
 // New returns a Service that dedupes in store and asks d for replies.
@@ -98,6 +102,7 @@ func New(store Store, d *Dispatcher, cfg Config) (*Service, error) {
 		random:       cfg.Random,
 		log:          cfg.Logger,
 		instances:    cfg.Instances,
+		observer:     cfg.Observe,
 	}
 	if s.instances == nil {
 		s.instances = soleInstance(processInstance())
@@ -200,6 +205,7 @@ func (s *Service) Handle(ctx context.Context, q Query, body []byte) (*Answer, er
 	deadline := time.Now().Add(s.replyTimeout)
 	in, err := s.open(q, body)
 	if err != nil {
+		s.observe(Observation{Outcome: OutcomeRefused, Err: err})
 		return nil, err
 	}
 	msg := in.msg
@@ -214,16 +220,27 @@ func (s *Service) Handle(ctx context.Context, q Query, body []byte) (*Answer, er
 		out, takenOver := s.stored(ctx, key, deadline)
 		if !takenOver {
 			s.log.Info("callback duplicate answered from store", logAttrs...)
+			s.observe(Observation{MsgType: msg.MsgType, Event: msg.Event, Mode: in.mode, Outcome: OutcomeDuplicate})
 			return &Answer{Body: out, Duplicate: true}, nil
 		}
 		s.log.Warn("callback retry took over the claim of a dead instance, dispatching again", logAttrs...)
 	}
-	out, source, replyType := s.answer(ctx, in, deadline)
+	out, source, replyType, late := s.answer(ctx, in, deadline)
 	if stored {
 		// Stored even if WeChat has hung up: its retry gets this answer.
 		s.remember(context.WithoutCancel(ctx), key, out)
 	}
 	s.log.Info("callback message", append(logAttrs, "source", string(source), "reply", replyType)...)
+	if s.observer != nil {
+		outcome := OutcomeReplied
+		switch {
+		case late:
+			outcome = OutcomeLate
+		case replyType == Success:
+			outcome = OutcomeEmpty
+		}
+		s.observer(Observation{MsgType: msg.MsgType, Event: msg.Event, Mode: in.mode, Outcome: outcome})
+	}
 	return &Answer{Body: out}, nil
 }
 
@@ -360,23 +377,24 @@ func (s *Service) checkTimestamp(ts string) error {
 
 // answer dispatches msg and renders the body to send: the reply XML,
 // encrypted when the message was, or "success". The second result says
-// where the reply came from and the third its type, for the log.
-func (s *Service) answer(ctx context.Context, in *inbound, deadline time.Time) ([]byte, Source, string) {
-	reply, source := s.dispatch(ctx, in.msg, deadline)
+// where the reply came from and the third its type, for the log; late
+// says the reply was not ready by the deadline.
+func (s *Service) answer(ctx context.Context, in *inbound, deadline time.Time) (body []byte, source Source, replyType string, late bool) {
+	reply, source, late := s.dispatch(ctx, in.msg, deadline)
 	if reply == nil {
-		return []byte(Success), source, Success
+		return []byte(Success), source, Success, late
 	}
 	var buf bytes.Buffer
 	renderReply(&buf, reply, in.msg, s.now().Unix())
 	if in.crypter == nil {
-		return buf.Bytes(), source, reply.Type
+		return buf.Bytes(), source, reply.Type, false
 	}
 	out, err := s.seal(in.crypter, buf.Bytes())
 	if err != nil {
 		s.log.Error("callback reply encryption failed", "err", err)
-		return []byte(Success), source, Success
+		return []byte(Success), source, Success, false
 	}
-	return out, source, reply.Type
+	return out, source, reply.Type, false
 }
 
 // seal encrypts a reply and wraps it in the envelope WeChat expects, with
@@ -418,8 +436,9 @@ const (
 
 // dispatch asks the dispatcher for a reply and waits for it until
 // deadline. A panic in a subscriber is recovered. A reply after the
-// deadline is dropped and logged: the answer ("success") is already gone.
-func (s *Service) dispatch(ctx context.Context, msg *Message, deadline time.Time) (*Reply, Source) {
+// deadline is dropped and logged: the answer ("success") is already gone,
+// and late is true.
+func (s *Service) dispatch(ctx context.Context, msg *Message, deadline time.Time) (reply *Reply, source Source, late bool) {
 	// Not cancelled with the request: if WeChat hangs up, the reply is
 	// still computed and stored for its retry.
 	dctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
@@ -458,14 +477,14 @@ func (s *Service) dispatch(ctx context.Context, msg *Message, deadline time.Time
 		if state.CompareAndSwap(dispatchRunning, dispatchAbandoned) {
 			s.log.Warn("callback reply not ready in time, answered success",
 				"msg_type", msg.MsgType, "event", msg.Event, "msg_id", msg.MsgID, "timeout", s.replyTimeout)
-			return nil, SourceNone
+			return nil, SourceNone, true
 		}
 		res = <-done // delivered just as the timer fired
 	}
 	if res.err != nil {
 		s.log.Warn("callback dispatch failed, answered success",
 			"msg_type", msg.MsgType, "msg_id", msg.MsgID, "source", string(res.source), "err", res.err)
-		return nil, res.source
+		return nil, res.source, false
 	}
-	return res.reply, res.source
+	return res.reply, res.source, false
 }

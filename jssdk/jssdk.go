@@ -45,6 +45,9 @@ type Options struct {
 	Instance string
 	Now      func() time.Time
 	Logger   *slog.Logger
+	// ObserveFetch is told of every fetch of the ticket (see
+	// oauth.CredentialConfig.ObserveFetch).
+	ObserveFetch func(oauth.Fetched)
 }
 
 // Service signs JS-SDK configs with a jsapi_ticket it keeps fresh.
@@ -71,6 +74,8 @@ func New(app *oauth.App, store kv.Store, opts Options) *Service {
 		Fetch:    s.fetchTicket,
 		Now:      opts.Now,
 		Logger:   opts.Logger,
+
+		ObserveFetch: opts.ObserveFetch,
 	})
 	return s
 }
@@ -78,6 +83,10 @@ func New(app *oauth.App, store kv.Store, opts Options) *Service {
 // Run keeps the ticket fresh, and in step with other instances, until ctx
 // ends.
 func (s *Service) Run(ctx context.Context) { s.ticket.Run(ctx) }
+
+// PeekTicket returns the ticket this process holds, without any I/O, for
+// an operator's view; ok is false when it holds none that has not expired.
+func (s *Service) PeekTicket() (oauth.Token, bool) { return s.ticket.Peek() }
 
 // TicketFetches reports how many times this process fetched the ticket.
 func (s *Service) TicketFetches() int { return s.ticket.Fetches() }

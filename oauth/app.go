@@ -35,6 +35,9 @@ type AppConfig struct {
 	Instance string
 	Now      func() time.Time
 	Logger   *slog.Logger
+	// ObserveFetch is told of every fetch of the token (see
+	// CredentialConfig.ObserveFetch).
+	ObserveFetch func(Fetched)
 }
 
 // App is the central control of the app access_token and the gateway for
@@ -69,6 +72,8 @@ func NewApp(client *Client, store kv.Store, cfg AppConfig) *App {
 		Fetch:    a.fetchToken,
 		Now:      cfg.Now,
 		Logger:   cfg.Logger,
+
+		ObserveFetch: cfg.ObserveFetch,
 	})
 	return a
 }
@@ -86,6 +91,10 @@ func (a *App) Token(ctx context.Context) (Token, error) { return a.token.Get(ctx
 func (a *App) InvalidateToken(ctx context.Context, stale string) (Token, error) {
 	return a.token.Invalidate(ctx, stale)
 }
+
+// PeekToken returns the token this process holds, without any I/O, for
+// an operator's view; ok is false when it holds none that has not expired.
+func (a *App) PeekToken() (Token, bool) { return a.token.Peek() }
 
 // TokenFetches reports how many times this process fetched the token.
 func (a *App) TokenFetches() int { return a.token.Fetches() }

@@ -34,6 +34,10 @@ type ClientConfig struct {
 	// not used, the per-call deadline is.
 	HTTPClient *http.Client
 	Logger     *slog.Logger
+	// Observe, when set, is told of every call once it ends: its Path, the
+	// outcome as Errcode names it, and how long the whole call took,
+	// failover and busy retry included. Nil means nobody listens.
+	Observe func(api, errcode string, d time.Duration)
 }
 
 // Client calls WeChat's HTTP APIs. It knows nothing about credentials: the
@@ -44,6 +48,7 @@ type Client struct {
 	backoff time.Duration
 	http    *http.Client
 	log     *slog.Logger
+	observe func(api, errcode string, d time.Duration)
 }
 
 // Request is one upstream call. Path is relative to the API base, without a
@@ -63,7 +68,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		return nil, errors.New("oauth: client timeout must be positive")
 	}
-	c := &Client{timeout: cfg.Timeout, backoff: cfg.BusyBackoff, http: cfg.HTTPClient, log: cfg.Logger}
+	c := &Client{timeout: cfg.Timeout, backoff: cfg.BusyBackoff, http: cfg.HTTPClient, log: cfg.Logger, observe: cfg.Observe}
 	for _, raw := range append([]string{cfg.BaseURL}, cfg.Fallbacks...) {
 		u, err := url.Parse(strings.TrimRight(raw, "/"))
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -100,6 +105,16 @@ func newTransport(timeout time.Duration) *http.Transport {
 // included, is bounded by the client's deadline; running out of it gives an
 // error wrapping ErrTimeout.
 func (c *Client) Do(ctx context.Context, req Request, handle func(*http.Response) error) error {
+	if c.observe == nil {
+		return c.do(ctx, req, handle)
+	}
+	start := time.Now()
+	err := c.do(ctx, req, handle)
+	c.observe(req.Path, Errcode(err), time.Since(start))
+	return err
+}
+
+func (c *Client) do(ctx context.Context, req Request, handle func(*http.Response) error) error {
 	timeout := c.timeout
 	if req.Timeout > 0 {
 		timeout = req.Timeout
@@ -144,7 +159,7 @@ func (c *Client) attempt(ctx context.Context, req Request, handle func(*http.Res
 		if resp.StatusCode >= 500 {
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 			resp.Body.Close()
-			lastErr = fmt.Errorf("%s %s: HTTP %d", base.Host, req.Path, resp.StatusCode)
+			lastErr = &serverError{host: base.Host, path: req.Path, status: resp.StatusCode}
 			c.log.Warn("wechat host failed", "host", base.Host, "path", req.Path, "status", resp.StatusCode)
 			continue
 		}

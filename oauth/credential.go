@@ -24,6 +24,9 @@ type Token struct {
 	// RefreshAt is when a background refresh is due: before ExpiresAt by a
 	// margin that is always positive and shorter than the lifetime.
 	RefreshAt time.Time `json:"refresh_at"`
+	// FetchedAt is when WeChat issued it, by whichever instance fetched
+	// it; zero in records stored before it was kept.
+	FetchedAt time.Time `json:"fetched_at,omitzero"`
 }
 
 // FetchFunc obtains a new credential from WeChat.
@@ -58,6 +61,9 @@ type CredentialConfig struct {
 	// drive it with a fake clock. Default time.After.
 	After  func(time.Duration) <-chan time.Time
 	Logger *slog.Logger
+	// ObserveFetch, when set, is told of every upstream fetch this process
+	// makes, when it ends; nil means nobody listens.
+	ObserveFetch func(Fetched)
 }
 
 const (
@@ -375,13 +381,23 @@ func (c *Credential) fetch(ctx context.Context) (Token, time.Duration, error) {
 	if err == nil && (value == "" || expiresIn <= 0) {
 		err = fmt.Errorf("%w: %s without value or with expires_in %v", ErrBadResponse, c.cfg.Name, expiresIn)
 	}
-	if err != nil {
-		return Token{}, 0, fmt.Errorf("fetch %s: %w", c.cfg.Name, err)
-	}
 	now := c.cfg.Now()
+	if err != nil {
+		err = fmt.Errorf("fetch %s: %w", c.cfg.Name, err)
+		c.observeFetch(Fetched{Credential: c.cfg.Name, At: now, Err: err})
+		return Token{}, 0, err
+	}
 	margin := min(c.cfg.Margin, expiresIn/4)
 	c.cfg.Logger.Info("credential fetched", "credential", c.cfg.Name, "expires_in", expiresIn)
-	return Token{Value: value, ExpiresAt: now.Add(expiresIn), RefreshAt: now.Add(expiresIn - margin)}, expiresIn, nil
+	tok := Token{Value: value, ExpiresAt: now.Add(expiresIn), RefreshAt: now.Add(expiresIn - margin), FetchedAt: now}
+	c.observeFetch(Fetched{Credential: c.cfg.Name, At: now, ExpiresAt: tok.ExpiresAt})
+	return tok, expiresIn, nil
+}
+
+func (c *Credential) observeFetch(f Fetched) {
+	if c.cfg.ObserveFetch != nil {
+		c.cfg.ObserveFetch(f)
+	}
 }
 
 // load reads the stored record and makes it the local copy. tok is nil

@@ -20,13 +20,15 @@ const closeGrace = time.Second
 
 // conn is one backend connection.
 type conn struct {
-	srv   *Server
-	name  string // the key's name, for logs
-	ws    *websocket.Conn
-	st    *stream
-	jc    *jsonrpc2.Conn
-	log   *slog.Logger
-	queue chan job // never full: Handle admits at most its capacity
+	srv    *Server
+	name   string // the key's name, for logs
+	remote string
+	since  time.Time
+	ws     *websocket.Conn
+	st     *stream
+	jc     *jsonrpc2.Conn
+	log    *slog.Logger
+	queue  chan job // never full: Handle admits at most its capacity
 
 	mu       sync.Mutex
 	closing  bool // no new requests; guards handlers.Add against Wait
@@ -47,19 +49,20 @@ type job struct {
 func newConn(s *Server, ws *websocket.Conn, name, remote string) *conn {
 	log := s.log.With("rpc_key", name, "remote", remote)
 	return &conn{
-		srv:   s,
-		name:  name,
-		ws:    ws,
-		st:    newStream(ws, log, s.opts.WriteTimeout, 2*s.opts.PingInterval),
-		log:   log,
-		queue: make(chan job, s.opts.MaxInFlight+s.opts.MaxQueued),
+		srv:    s,
+		name:   name,
+		remote: remote,
+		since:  time.Now(),
+		ws:     ws,
+		st:     newStream(ws, log, s.opts.WriteTimeout, 2*s.opts.PingInterval),
+		log:    log,
+		queue:  make(chan job, s.opts.MaxInFlight+s.opts.MaxQueued),
 	}
 }
 
 // serve runs the connection until it ends. The HTTP handler must not
 // return before: the request's context ends when it does.
 func (c *conn) serve() {
-	start := time.Now()
 	c.ws.SetPongHandler(func(string) error {
 		c.ws.SetReadDeadline(time.Now().Add(c.st.readWait))
 		return nil
@@ -91,7 +94,7 @@ func (c *conn) serve() {
 	}
 	c.handlers.Wait()
 	<-pinged
-	c.log.Info("rpc disconnected", "dur", time.Since(start).Round(time.Millisecond))
+	c.log.Info("rpc disconnected", "dur", time.Since(c.since).Round(time.Millisecond))
 }
 
 // ping keeps the connection alive through proxies and finds dead peers:
@@ -159,10 +162,12 @@ func (c *conn) Handle(ctx context.Context, _ *jsonrpc2.Conn, req *jsonrpc2.Reque
 	switch {
 	case c.closing:
 		c.mu.Unlock()
+		c.observeCall(req.Method, errClosing, 0)
 		c.answer(ctx, req.Method, in.id, errClosing, 0)
 		return
 	case c.queued >= cap(c.queue):
 		c.mu.Unlock()
+		c.observeCall(req.Method, errBusy, 0)
 		c.answer(ctx, req.Method, in.id, errBusy, 0)
 		return
 	}
@@ -218,6 +223,9 @@ func (c *conn) run(ctx context.Context, j job) {
 	}
 	start := time.Now()
 	result, err := c.invoke(ctx, j.method, j.in.params)
+	if ctx.Err() == nil {
+		c.observeCall(j.method, err, time.Since(start))
+	}
 	if err != nil {
 		c.answer(ctx, j.method, j.in.id, err, time.Since(start))
 		return

@@ -105,6 +105,13 @@ type Options struct {
 	// DefaultWeChatPaths).
 	WeChatPaths []string
 	Logger      *slog.Logger
+	// ObserveConn, when set, is told when a backend connects (true) and
+	// when it leaves (false), by its key's name.
+	ObserveConn func(key string, connected bool)
+	// ObserveCall, when set, is told of every request answered: the method
+	// ("unknown" for a name the server does not have), the JSON-RPC error
+	// code (0 for a result) and how long it ran.
+	ObserveCall func(method string, code int64, d time.Duration)
 }
 
 func (o *Options) setDefaults() {
@@ -250,14 +257,21 @@ func (s *Server) register(c *conn) bool {
 		return false
 	}
 	s.conns[c] = struct{}{}
+	if s.opts.ObserveConn != nil {
+		s.opts.ObserveConn(c.name, true)
+	}
 	return true
 }
 
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
+	_, registered := s.conns[c]
 	delete(s.conns, c)
 	s.mu.Unlock()
 	s.subs.remove(c)
+	if registered && s.opts.ObserveConn != nil {
+		s.opts.ObserveConn(c.name, false)
+	}
 }
 
 // Shutdown refuses new connections, lets requests in flight finish until

@@ -18,6 +18,7 @@ type faultRequest struct {
 	Hang      bool   `json:"hang"`
 	Status    int    `json:"status"`
 	Errcode   int    `json:"errcode"`
+	Errmsg    string `json:"errmsg"`
 	Malformed bool   `json:"malformed"`
 	Times     int    `json:"times"`
 }
@@ -75,6 +76,7 @@ func (s *Sandbox) serveControl(w http.ResponseWriter, r *http.Request, name stri
 			Hang:      req.Hang,
 			Status:    req.Status,
 			Errcode:   req.Errcode,
+			Errmsg:    req.Errmsg,
 			Malformed: req.Malformed,
 			Times:     req.Times,
 		})

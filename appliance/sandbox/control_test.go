@@ -164,3 +164,21 @@ func fetch(t *testing.T, u string) string {
 	}
 	return b.String()
 }
+
+// A fault's errmsg replaces WeChat's text; without one, 40164 names an IP
+// the way WeChat does, for the status page to find.
+func TestControlFaultErrmsg(t *testing.T) {
+	e := newEnv(t)
+	e.post("_control/fault", nil, `{"endpoint":"cgi-bin/token","errcode":40164,"times":1}`)
+	a := e.get("cgi-bin/token", tokenQuery())
+	var got apiError
+	if err := json.Unmarshal(a.Body, &got); err != nil || got.Errcode != 40164 || !strings.HasPrefix(got.Errmsg, "invalid ip 203.0.113.7 ") {
+		t.Fatalf("40164: %s (%v)", a.Body, err)
+	}
+	e.post("_control/fault", nil, `{"endpoint":"cgi-bin/token","errcode":40164,"errmsg":"invalid ip 198.51.100.9 ipv6 ::ffff:198.51.100.9, not in whitelist rid: 1","times":1}`)
+	a = e.get("cgi-bin/token", tokenQuery())
+	if err := json.Unmarshal(a.Body, &got); err != nil || got.Errcode != 40164 || got.Errmsg != "invalid ip 198.51.100.9 ipv6 ::ffff:198.51.100.9, not in whitelist rid: 1" {
+		t.Fatalf("40164 with errmsg: %s (%v)", a.Body, err)
+	}
+	e.appToken() // both faults were used up
+}

@@ -25,6 +25,9 @@ type Fault struct {
 	// Errcode answers HTTP 200 {"errcode":Errcode,"errmsg":...}, e.g. -1
 	// (system error) or 45009 (daily quota reached).
 	Errcode int
+	// Errmsg replaces WeChat's text for Errcode, e.g. to name another IP
+	// in a 40164.
+	Errmsg string
 	// Malformed answers HTTP 200 with a truncated JSON body.
 	Malformed bool
 	// Times is how many requests the fault applies to before clearing
@@ -99,6 +102,8 @@ func (s *Sandbox) applyFault(w http.ResponseWriter, r *http.Request, endpoint st
 		<-ctx.Done()
 	case f.Status != 0:
 		http.Error(w, "sandbox: injected fault: "+strconv.Itoa(f.Status)+" "+http.StatusText(f.Status), f.Status)
+	case f.Errcode != 0 && f.Errmsg != "":
+		writeJSON(w, rt.ctype, apiError{Errcode: f.Errcode, Errmsg: f.Errmsg})
 	case f.Errcode != 0:
 		writeErr(w, rt.ctype, f.Errcode)
 	case f.Malformed:

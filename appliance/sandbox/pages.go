@@ -77,7 +77,7 @@ code { background: #f2f2f2; padding: 0 .2rem; }
 <li><a href="_control/stats">_control/stats</a> 调用计数 call counts (GET)</li>
 <li><a href="_control/users">_control/users</a> 测试用户 test users (GET, JSON)</li>
 </ul>
-<p class="muted">POST <code>_control/fault</code> {"endpoint":"cgi-bin/user/info","hang":true,"times":1}: 注入故障 inject a fault (hang, status, errcode, malformed, latency_ms, times);
+<p class="muted">POST <code>_control/fault</code> {"endpoint":"cgi-bin/user/info","hang":true,"times":1}: 注入故障 inject a fault (hang, status, errcode, errmsg, malformed, latency_ms, times);
 POST <code>_control/clear</code>: 清除故障 faults off;
 POST <code>_control/expire</code>: 所有令牌过期 every token expires;
 POST <code>_control/reset</code>: 调用计数清零 counts back to zero.</p>

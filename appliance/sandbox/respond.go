@@ -27,6 +27,8 @@ var errmsgs = map[int]string{
 	40097: "invalid args",
 	40125: "invalid appsecret",
 	40163: "code been used",
+	// WeChat names the IP it saw; 203.0.113.0/24 is for documentation.
+	40164: "invalid ip 203.0.113.7 ipv6 ::ffff:203.0.113.7, not in whitelist",
 	41001: "access_token missing",
 	41002: "appid missing",
 	41003: "refresh_token missing",
