@@ -66,7 +66,7 @@ func (m *Main) backup(ctx context.Context, args []string) error {
 var errRedisBackup = errors.New("storage.backend is redis: back Redis up with its own means (RDB snapshots, AOF; see the README), not with wxappliance")
 
 func backupTo(ctx context.Context, cfg appliance.Config, w io.Writer) (online bool, err error) {
-	store, err := kv.OpenBadger(cfg.Storage.Dir, kv.BadgerOptions{})
+	store, err := kv.OpenBadger(cfg.Storage.Dir, cfg.Storage.BadgerOptions(nil))
 	if err == nil {
 		defer store.Close()
 		return false, store.Backup(ctx, w)

@@ -107,7 +107,7 @@ func openMenuAPI(cfg appliance.Config) (menuAPI, func(), error) {
 		app, err := appliance.NewApp(cfg, r, r, log)
 		return storeMenuAPI{app}, func() { r.Close() }, err
 	}
-	b, err := kv.OpenBadger(cfg.Storage.Dir, kv.BadgerOptions{})
+	b, err := kv.OpenBadger(cfg.Storage.Dir, cfg.Storage.BadgerOptions(nil))
 	if errors.Is(err, kv.ErrLocked) {
 		api, err := adminMenuAPI(cfg, err)
 		return api, func() {}, err

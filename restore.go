@@ -31,7 +31,7 @@ func (m *Main) restore(args []string) error {
 		return fmt.Errorf("restore: %w", err)
 	}
 	defer f.Close()
-	if err := kv.Restore(cfg.Storage.Dir, f, kv.BadgerOptions{}); err != nil {
+	if err := kv.Restore(cfg.Storage.Dir, f, cfg.Storage.BadgerOptions(nil)); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	fmt.Fprintf(m.Stdout, "restored %s into %s\n", *in, cfg.Storage.Dir)

@@ -151,7 +151,7 @@ func (a *Appliance) openStore() error {
 		}
 		a.store = r
 	} else {
-		b, err := kv.OpenBadger(a.cfg.Storage.Dir, kv.BadgerOptions{Logger: a.log.With("component", "badger")})
+		b, err := kv.OpenBadger(a.cfg.Storage.Dir, a.cfg.Storage.BadgerOptions(a.log.With("component", "badger")))
 		if err != nil {
 			return err
 		}
@@ -163,7 +163,10 @@ func (a *Appliance) openStore() error {
 	}
 	token, err := writeAdminToken(a.cfg.Storage.Dir)
 	if err != nil {
-		return err // New's Close closes the store
+		// A full disk must not keep the appliance from serving what it
+		// can: only the admin commands are lost.
+		a.log.Warn("no admin token: the backup and menu commands cannot reach this appliance", "err", err)
+		return nil
 	}
 	a.adminToken = token
 	return nil

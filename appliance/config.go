@@ -157,7 +157,7 @@ func DefaultConfig() Config {
 			MaxBodyBytes:      1 << 20,
 			MemoryLimit:       64 << 20,
 		},
-		Storage: StorageConfig{Backend: BackendBadger, Dir: "data", Redis: RedisConfig{Prefix: kv.DefaultRedisPrefix}},
+		Storage: StorageConfig{Backend: BackendBadger, Dir: "data", MinFree: kv.DefaultMinFree, Redis: RedisConfig{Prefix: kv.DefaultRedisPrefix}},
 		WeChat: WeChatConfig{
 			APIBase:     "https://api.weixin.qq.com",
 			APIFallback: []string{"https://api2.weixin.qq.com"},

@@ -38,7 +38,10 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	kind, msg := wire.Classify(err)
 	status := kind.Status()
 	level := slog.LevelInfo
-	if status >= 500 {
+	switch {
+	case wire.Reported(err):
+		level = slog.LevelDebug
+	case status >= 500:
 		level = slog.LevelWarn
 	}
 	log.Log(r.Context(), level, "request failed", "path", r.URL.Path, "status", status, "err", err)

@@ -19,9 +19,21 @@ const (
 
 // StorageConfig is [storage].
 type StorageConfig struct {
-	Backend string      `toml:"backend"`
-	Dir     string      `toml:"dir"`
+	Backend string `toml:"backend"`
+	Dir     string `toml:"dir"`
+	// MinFree is the free space below which Badger refuses writes (503)
+	// instead of crashing on a full disk; "0" turns the floor off.
+	MinFree ByteSize    `toml:"min_free"`
 	Redis   RedisConfig `toml:"redis"`
+}
+
+// BadgerOptions are the options of the Badger store in storage.dir.
+func (s StorageConfig) BadgerOptions(log *slog.Logger) kv.BadgerOptions {
+	floor := int64(s.MinFree)
+	if floor == 0 {
+		floor = -1 // kv's zero means its default; the config's means none
+	}
+	return kv.BadgerOptions{Logger: log, MinFree: floor}
 }
 
 // RedisConfig is [storage.redis], go-redis's options as the config spells

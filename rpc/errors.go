@@ -84,7 +84,10 @@ func toWire(err error) (*jsonrpc2.Error, slog.Level) {
 	// Warn about what the operator may have to act on; WeChat refusing a
 	// backend's wechat.call is the backend's business.
 	level := slog.LevelInfo
-	if data.Status >= 500 && kind != wire.WeChat {
+	switch {
+	case wire.Reported(err):
+		level = slog.LevelDebug
+	case data.Status >= 500 && kind != wire.WeChat:
 		level = slog.LevelWarn
 	}
 	c := codes[kind]

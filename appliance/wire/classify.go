@@ -83,6 +83,11 @@ func Classify(err error) (Kind, string) {
 	return Internal, MsgServerError
 }
 
+// Reported says whether err is a state the store logs itself, once when it
+// begins and once when it ends: a line per refused request would fill the
+// very disk that is full.
+func Reported(err error) bool { return errors.Is(err, kv.ErrNoSpace) }
+
 // APIError returns WeChat's errcode and errmsg when WeChat refused the
 // call: what a backend is told and a browser is not.
 func APIError(err error) (*oauth.APIError, bool) {
