@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"wxappliance/appliance/poll"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/callback"
 	"wxappliance/kv/kvtest"
@@ -272,7 +273,7 @@ func TestSeveralInstancesOnRedis(t *testing.T) {
 		// The subscription is advertised to the other instances within
 		// moments; until then their pushes find no backend.
 		warm := 0
-		eventually(t, "instance 0 to know of the backend on instance 1", func() bool {
+		poll.Until(t, "instance 0 to know of the backend on instance 1", func() bool {
 			warm++
 			return strings.Contains(push(0, fmt.Sprint(1000+warm)), "来自后端")
 		})
@@ -370,7 +371,7 @@ func TestSeveralInstancesOnRedis(t *testing.T) {
 			t.Fatalf("readyz with Redis down: %d %s", st, body)
 		}
 		c.redis.Start()
-		eventually(t, "the instances to be ready again", func() bool {
+		poll.Until(t, "the instances to be ready again", func() bool {
 			st1, _, _ := get(base(1), "/readyz", "")
 			st2, _, _ := get(base(2), "/readyz", "")
 			return st1 == 200 && st2 == 200
@@ -384,18 +385,6 @@ func TestSeveralInstancesOnRedis(t *testing.T) {
 		if strings.Contains(p.stderr.String(), clusterRedisPwd) {
 			t.Fatalf("instance %d logged the Redis password", i)
 		}
-	}
-}
-
-// eventually polls cond for up to 30 s: the bound is for failures only.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

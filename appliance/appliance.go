@@ -221,7 +221,7 @@ func (a *Appliance) build(opts Options) error {
 		Logger:       a.log.With("component", "jsapi_ticket"),
 		ObserveFetch: a.ops.credentialFetched,
 	})
-	a.callback, err = newCallback(a.cfg, store, a.instances(), opts.Now, a.log.With("component", "callback"), a.ops.callbackMessage)
+	a.callback, err = a.newCallback(store, opts.Now)
 	if err != nil {
 		return err
 	}

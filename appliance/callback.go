@@ -3,7 +3,6 @@ package appliance
 import (
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -20,8 +19,8 @@ import (
 
 // newCallback builds the callback service; nil when callback.token is
 // empty, which turns the callback off.
-func newCallback(cfg Config, store kv.Store, instances callback.Instances, now func() time.Time, log *slog.Logger, observe func(callback.Observation)) (*callback.Service, error) {
-	cb := cfg.Callback
+func (a *Appliance) newCallback(store kv.Store, now func() time.Time) (*callback.Service, error) {
+	cb := a.cfg.Callback
 	if cb.Token == "" {
 		return nil, nil
 	}
@@ -29,17 +28,24 @@ func newCallback(cfg Config, store kv.Store, instances callback.Instances, now f
 	if err != nil {
 		return nil, err
 	}
+	log := a.log.With("component", "callback")
+	var late callback.LateSender
+	if cb.LateReply == LateReplyCustomMessage {
+		late = &customSender{app: a.app, log: log, observe: a.ops.lateReply}
+	}
 	return callback.New(store, d, callback.Config{
 		Token:                  cb.Token,
-		AppID:                  cfg.WeChat.AppID,
+		AppID:                  a.cfg.WeChat.AppID,
 		EncodingAESKey:         cb.EncodingAESKey,
 		PreviousEncodingAESKey: cb.PreviousEncodingAESKey,
 		ReplyTimeout:           cb.ReplyTimeout.D(),
+		Late:                   late,
+		LateWindow:             cb.LateReplyWindow.D(),
 		TimestampWindow:        cb.TimestampWindow.D(),
-		Instances:              instances,
+		Instances:              a.instances(),
 		Now:                    now,
 		Logger:                 log,
-		Observe:                observe,
+		Observe:                a.ops.callbackMessage,
 	})
 }
 

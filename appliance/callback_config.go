@@ -104,6 +104,12 @@ func (c *Config) validateCallbackExtras(bad func(key, format string, args ...any
 	if d := cb.ReplyTimeout.D(); d <= 0 || d >= 5*time.Second {
 		bad("callback.reply_timeout", "must be above 0 and under 5s (WeChat gives up after 5s), got %v", d)
 	}
+	if cb.LateReply != LateReplyCustomMessage && cb.LateReply != LateReplyDrop {
+		bad("callback.late_reply", "want %q or %q, got %q", LateReplyCustomMessage, LateReplyDrop, cb.LateReply)
+	}
+	if d := cb.LateReplyWindow.D(); d <= 0 || d > 48*time.Hour {
+		bad("callback.late_reply_window", "must be above 0 and at most 48h (WeChat's window for customer service messages), got %v", d)
+	}
 	if d := cb.TimestampWindow.D(); d < time.Minute || d > 24*time.Hour {
 		bad("callback.timestamp_window", "must be between 1m and 24h (WeChat's retries repeat the first timestamp for about 15s), got %v", d)
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"wxappliance/appliance/logtest"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/callback"
 	"wxappliance/kv/kvtest"
@@ -24,10 +25,11 @@ import (
 // callbackEnv is a sandbox-mode appliance with the callback on (the
 // sandbox's token and key), on real Badger, behind a real server.
 type callbackEnv struct {
-	t   *testing.T
-	a   *Appliance
-	srv *httptest.Server
-	cfg Config
+	t    *testing.T
+	a    *Appliance
+	srv  *httptest.Server
+	cfg  Config
+	logs *logtest.Buffer
 }
 
 func newCallbackEnv(t *testing.T, mutate func(*Config)) *callbackEnv {
@@ -57,7 +59,8 @@ func newCallbackEnv(t *testing.T, mutate func(*Config)) *callbackEnv {
 		t.Fatal(err)
 	}
 	store := kvtest.Badger(t)
-	a, err := New(cfg, Options{Store: store})
+	log, logs := logtest.New()
+	a, err := New(cfg, Options{Store: store, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +69,7 @@ func newCallbackEnv(t *testing.T, mutate func(*Config)) *callbackEnv {
 	srv.Listener = ln
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return &callbackEnv{t: t, a: a, srv: srv, cfg: cfg}
+	return &callbackEnv{t: t, a: a, srv: srv, cfg: cfg, logs: logs}
 }
 
 type httpAnswer struct {

@@ -122,6 +122,8 @@ type CallbackConfig struct {
 	PreviousEncodingAESKey string `toml:"previous_encoding_aes_key"`
 	// The rest is described in callback_config.go.
 	ReplyTimeout    Duration          `toml:"reply_timeout"`
+	LateReply       string            `toml:"late_reply"`
+	LateReplyWindow Duration          `toml:"late_reply_window"`
 	TimestampWindow Duration          `toml:"timestamp_window"`
 	VerifyFiles     map[string]string `toml:"verify_files"`
 	Rules           CallbackRules     `toml:"rules"`
@@ -176,9 +178,10 @@ func DefaultConfig() Config {
 			LoginBurst:       60,
 			MaxPendingLogins: oauth.DefaultMaxPendingLogins,
 		},
-		Media:    MediaConfig{MaxBytes: 10 << 20, Timeout: Duration(30 * time.Second)},
-		Callback: CallbackConfig{Path: "/callback", ReplyTimeout: Duration(callback.DefaultReplyTimeout), TimestampWindow: Duration(callback.DefaultTimestampWindow)},
-		RPC:      RPCConfig{Path: "/rpc", MediaBudget: rpc.DefaultMediaBudget},
+		Media: MediaConfig{MaxBytes: 10 << 20, Timeout: Duration(30 * time.Second)},
+		Callback: CallbackConfig{Path: "/callback", ReplyTimeout: Duration(callback.DefaultReplyTimeout), LateReply: LateReplyCustomMessage,
+			LateReplyWindow: Duration(callback.DefaultLateWindow), TimestampWindow: Duration(callback.DefaultTimestampWindow)},
+		RPC: RPCConfig{Path: "/rpc", MediaBudget: rpc.DefaultMediaBudget},
 	}
 }
 

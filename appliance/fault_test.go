@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"wxappliance/appliance"
+	"wxappliance/appliance/poll"
 	"wxappliance/appliance/sandbox"
 )
 
@@ -103,7 +104,7 @@ func TestEveryRouteUnderUpstreamFaults(t *testing.T) {
 				// Once WeChat recovers, requests succeed again: a shared
 				// token or ticket fetch that hung ends at its own deadline,
 				// and on a busy machine a first try may still miss the deadline.
-				eventually(t, rc.name+" to succeed after recovery", func() bool {
+				poll.Until(t, rc.name+" to succeed after recovery", func() bool {
 					resp := rc.prepare(h, b)()
 					return resp.StatusCode == 200 || resp.StatusCode == 302
 				})

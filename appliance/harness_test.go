@@ -346,17 +346,3 @@ func serve(t *testing.T, cfg appliance.Config, log *slog.Logger) *served {
 	}
 	return nil
 }
-
-// eventually waits for cond, polling; the deadline is generous because it
-// only bounds a failure: on a busy machine things that take milliseconds
-// can take seconds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

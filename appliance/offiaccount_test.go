@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"wxappliance/appliance"
+	"wxappliance/appliance/poll"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/jssdk"
 )
@@ -236,7 +237,7 @@ func TestUpstreamFailures(t *testing.T) {
 				t.Fatalf("raw WeChat error reached the browser: %s", resp.body)
 			}
 			h.sb.ClearFaults()
-			eventually(t, "a request to succeed after recovery", func() bool {
+			poll.Until(t, "a request to succeed after recovery", func() bool {
 				return b.get("/offiaccount/user").StatusCode == 200
 			})
 		})

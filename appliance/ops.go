@@ -47,6 +47,8 @@ func (o *ops) callbackMessage(m callback.Observation) {
 	o.status.CallbackMessage(m)
 }
 
+func (o *ops) lateReply(result string) { o.metrics.LateReply(result) }
+
 func (o *ops) rpcCall(method string, code int64, d time.Duration) {
 	o.metrics.RPCCall(method, code, d)
 	o.status.RPCCall(method, code, d)

@@ -15,6 +15,7 @@ import (
 
 	"wxappliance/appliance"
 	"wxappliance/appliance/metrics/metricstest"
+	"wxappliance/appliance/poll"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/callback"
 	"wxappliance/oauth"
@@ -159,7 +160,7 @@ func TestMetricsExposition(t *testing.T) {
 		t.Fatalf("unknown method: %v", err)
 	}
 	// A connection registers just after its handshake; the count follows.
-	eventually(t, "the RPC connection in the gauge", func() bool {
+	poll.Until(t, "the RPC connection in the gauge", func() bool {
 		_, f := scrapeMetrics(t, admin)
 		v, _ := f.Value("wxappliance_rpc_connections", nil)
 		return v == 1

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"wxappliance/appliance/poll"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/callback"
 	"wxappliance/rpc/client"
@@ -205,5 +206,89 @@ func TestCallbackRPCSubscribersTakeTurnsAndDrop(t *testing.T) {
 	staying.Close()
 	if r := e.push("430", "帮助"); r != "帮助内容 ]]> <b>" {
 		t.Fatalf("with no subscriber left the rules answer, got %q", r)
+	}
+}
+
+// A backend's reply that misses callback.reply_timeout reaches the user as
+// a customer service message: WeChat got "success" at once, the sandbox
+// (standing in for WeChat) receives the reply through custom/send.
+func TestLateReplyBecomesCustomMessage(t *testing.T) {
+	e := newSubscriberEnv(t, func(c *Config) { c.Callback.ReplyTimeout = Duration(300 * time.Millisecond) })
+	release := make(chan struct{})
+	e.subscriber(client.Filter{}, func(m callback.Message) (any, error) {
+		<-release
+		return textReply("慢一点的回复 " + m.Content), nil
+	})
+	if got := e.push("77001", "在吗"); got != callback.Success {
+		t.Fatalf("WeChat got %q, want success at the deadline", got)
+	}
+	close(release)
+	poll.Until(t, "the late reply to reach the sandbox as a customer service message", func() bool {
+		for _, m := range e.a.sandbox.CustomMessages() {
+			if strings.Contains(string(m), `"touser":"`+sandbox.OpenIDZhangsan+`"`) && strings.Contains(string(m), "慢一点的回复 在吗") {
+				return true
+			}
+		}
+		return false
+	})
+	// WeChat's retry gets the stored "success" and sends nothing more.
+	if got := e.push("77001", "在吗"); got != callback.Success {
+		t.Fatalf("retry: %q", got)
+	}
+	if n := len(e.a.sandbox.CustomMessages()); n != 1 {
+		t.Fatalf("%d customer service messages, want 1", n)
+	}
+}
+
+// callback.late_reply = "drop" keeps the old behaviour: nothing is sent.
+func TestLateReplyDrop(t *testing.T) {
+	e := newSubscriberEnv(t, func(c *Config) {
+		c.Callback.ReplyTimeout = Duration(300 * time.Millisecond)
+		c.Callback.LateReply = LateReplyDrop
+	})
+	release := make(chan struct{})
+	e.subscriber(client.Filter{}, func(m callback.Message) (any, error) {
+		<-release // past the deadline
+		return textReply("too late"), nil
+	})
+	if got := e.push("77002", "x"); got != callback.Success {
+		t.Fatalf("WeChat got %q", got)
+	}
+	close(release)
+	poll.Until(t, "the late reply to be dropped", func() bool {
+		return strings.Contains(e.logs.String(), "late reply to a server request dropped")
+	})
+	if n := len(e.a.sandbox.CustomMessages()); n != 0 {
+		t.Fatalf("%d customer service messages with late_reply = drop", n)
+	}
+}
+
+// WeChat refusing a late reply (45015: the user wrote more than 48 hours
+// ago; the sandbox's unsubscribed user stands in for that) is said once,
+// with what to do, however often it happens.
+func TestLateReplyRefusalAdvisedOnce(t *testing.T) {
+	e := newSubscriberEnv(t, func(c *Config) { c.Callback.ReplyTimeout = Duration(300 * time.Millisecond) })
+	var replies atomic.Int32
+	release := make(chan struct{})
+	e.subscriber(client.Filter{}, func(m callback.Message) (any, error) {
+		<-release
+		defer replies.Add(1)
+		return textReply("late"), nil
+	})
+	for _, id := range []string{"78001", "78002"} {
+		msg := strings.Replace(message(id, "x"), sandbox.OpenIDZhangsan, sandbox.OpenIDLisi, 1)
+		if got := e.pushXML(msg, sandbox.OpenIDLisi); got != callback.Success {
+			t.Fatalf("WeChat got %q", got)
+		}
+	}
+	close(release)
+	poll.Until(t, "both late replies to be refused", func() bool {
+		return strings.Count(e.logs.String(), "callback late reply not delivered") == 2
+	})
+	if n := strings.Count(e.logs.String(), "48 hours"); n != 1 {
+		t.Fatalf("the advice for 45015 was logged %d times, want once:\n%s", n, e.logs)
+	}
+	if n := len(e.a.sandbox.CustomMessages()); n != 0 {
+		t.Fatalf("%d messages delivered to a user outside the window", n)
 	}
 }

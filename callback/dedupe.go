@@ -76,10 +76,13 @@ const (
 // dedupePoll is how often a duplicate looks for the first delivery's answer.
 const dedupePoll = 20 * time.Millisecond
 
-// dedupeKey identifies a message across WeChat's retries: its MsgId, or for
+// dedupeKey is where the dedupe record of m lives.
+func dedupeKey(m *Message) string { return "cb/d/" + messageID(m) }
+
+// messageID identifies a message across WeChat's retries: its MsgId, or for
 // events (which have none) sender, creation time and event. The parts are
 // hashed so a hostile field cannot make a huge or odd key.
-func dedupeKey(m *Message) string {
+func messageID(m *Message) string {
 	h := sha256.New()
 	write := func(parts ...string) {
 		for _, p := range parts {
@@ -92,7 +95,7 @@ func dedupeKey(m *Message) string {
 	} else {
 		write("evt", m.ToUserName, m.FromUserName, text(m.Raw, "CreateTime"), m.MsgType, m.Event)
 	}
-	return "cb/d/" + hex.EncodeToString(h.Sum(nil)[:16])
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // claim reports whether this delivery is the first of its message. When the

@@ -2,6 +2,7 @@ package callback
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -242,4 +243,37 @@ func numberElem(buf *bytes.Buffer, name string, n int64) {
 	buf.WriteString("</")
 	buf.WriteString(name)
 	buf.WriteString(">\n")
+}
+
+// CustomMessage is r as the body of cgi-bin/message/custom/send to the user
+// openid: the customer service message WeChat's documentation advises when
+// a passive reply cannot be ready within five seconds.
+func (r *Reply) CustomMessage(openid string) ([]byte, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	body := map[string]any{"touser": openid, "msgtype": r.Type}
+	switch r.Type {
+	case "text":
+		body["text"] = map[string]string{"content": r.Content}
+	case "image", "voice":
+		body[r.Type] = map[string]string{"media_id": r.MediaID}
+	case "video":
+		body["video"] = map[string]string{"media_id": r.MediaID, "thumb_media_id": r.ThumbMediaID, "title": r.Title, "description": r.Description}
+	case "music":
+		body["music"] = map[string]string{"title": r.Title, "description": r.Description, "musicurl": r.MusicURL, "hqmusicurl": r.HQMusicURL, "thumb_media_id": r.ThumbMediaID}
+	case "news":
+		articles := make([]map[string]string, len(r.Articles))
+		for i, a := range r.Articles {
+			articles[i] = map[string]string{"title": a.Title, "description": a.Description, "url": a.URL, "picurl": a.PicURL}
+		}
+		body["news"] = map[string]any{"articles": articles}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // WeChat shows \u003c as it is
+	if err := enc.Encode(body); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSpace(buf.Bytes()), nil
 }

@@ -63,6 +63,23 @@ type Config struct {
 	// Observe, when set, is told how each POSTed push was answered, for
 	// metrics; it runs on the request's goroutine. Nil means nobody listens.
 	Observe func(Observation)
+	// Late sends a subscriber's reply that came after ReplyTimeout, when
+	// WeChat already has "success", as a customer service message (what
+	// WeChat's own documentation advises). Nil drops late replies.
+	Late LateSender
+	// LateWindow is how long after ReplyTimeout a late reply is still
+	// taken; zero means DefaultLateWindow.
+	LateWindow time.Duration
+}
+
+// DefaultLateWindow is how long a late reply is waited for: WeChat lets an
+// account message a user for 48 hours after their message, but a reply a
+// minute late answers something they have stopped waiting for.
+const DefaultLateWindow = time.Minute
+
+// LateSender delivers a reply that missed the passive answer's deadline.
+type LateSender interface {
+	SendLate(ctx context.Context, msg *Message, reply *Reply) error
 }
 
 // Service answers WeChat's pushes. It is safe for concurrent use.
@@ -82,6 +99,8 @@ type Service struct {
 	random       io.Reader
 	log          *slog.Logger
 	observer     func(Observation)
+	late         LateSender
+	lateWindow   time.Duration
 }
 
 // New returns a Service that dedupes in store and asks d for replies.
@@ -103,6 +122,11 @@ func New(store Store, d *Dispatcher, cfg Config) (*Service, error) {
 		log:          cfg.Logger,
 		instances:    cfg.Instances,
 		observer:     cfg.Observe,
+		late:         cfg.Late,
+		lateWindow:   cfg.LateWindow,
+	}
+	if s.lateWindow <= 0 {
+		s.lateWindow = DefaultLateWindow
 	}
 	if s.instances == nil {
 		s.instances = soleInstance(processInstance())
@@ -436,12 +460,17 @@ const (
 
 // dispatch asks the dispatcher for a reply and waits for it until
 // deadline. A panic in a subscriber is recovered. A reply after the
-// deadline is dropped and logged: the answer ("success") is already gone,
-// and late is true.
+// deadline finds the answer ("success") already gone, and late is true:
+// with a LateSender the subscriber keeps LateWindow more to answer, and its
+// reply is sent as a customer service message; without one it is dropped.
 func (s *Service) dispatch(ctx context.Context, msg *Message, deadline time.Time) (reply *Reply, source Source, late bool) {
 	// Not cancelled with the request: if WeChat hangs up, the reply is
 	// still computed and stored for its retry.
-	dctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	until := deadline
+	if s.late != nil {
+		until = deadline.Add(s.lateWindow)
+	}
+	dctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), until)
 	type result struct {
 		reply  *Reply
 		source Source
@@ -464,8 +493,7 @@ func (s *Service) dispatch(ctx context.Context, msg *Message, deadline time.Time
 			done <- res
 			return
 		}
-		s.log.Warn("callback reply came after the deadline and was dropped",
-			"msg_type", msg.MsgType, "event", msg.Event, "msg_id", msg.MsgID, "source", string(res.source))
+		s.lateReply(context.WithoutCancel(ctx), msg, res.reply, res.source, res.err)
 	}()
 
 	timer := time.NewTimer(time.Until(deadline))

@@ -32,6 +32,8 @@ const (
 	CodeInvalidMediaID   = 40007
 	CodeQuota            = 45009 // daily quota reached: never retried
 	CodeScopeUnauthorize = 48001 // api unauthorized (e.g. snsapi_base asking for userinfo)
+	CodeOutOfWindow      = 45015 // customer service message outside the 48 hours after the user's message
+	CodeCustomQuota      = 45047 // customer service messages to this user used up
 )
 
 // APIError is a non-zero errcode answered by WeChat.

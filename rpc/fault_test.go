@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"wxappliance/appliance/poll"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/rpc"
 )
@@ -81,7 +82,7 @@ func TestEveryMethodUnderUpstreamFaults(t *testing.T) {
 				// Once WeChat recovers, calls succeed again: a shared fetch
 				// that hung ends at its own deadline, and on a busy machine
 				// a first call may still miss its deadline.
-				eventually(t, "a call to succeed after recovery", func() bool {
+				poll.Until(t, "a call to succeed after recovery", func() bool {
 					return c.Call(context.Background(), mc.method, params, nil) == nil
 				})
 			})

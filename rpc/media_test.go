@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"wxappliance/appliance/poll"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/kv/kvtest"
 	"wxappliance/media"
@@ -76,7 +77,7 @@ func (e *env) direct(t *testing.T, id string) []byte {
 func budgetGivenBack(t *testing.T, e *env) {
 	t.Helper()
 	b := e.srv.MediaBudgetForTest()
-	eventually(t, "the media budget given back", func() bool { return b.Used() == 0 && b.Waiting() == 0 })
+	poll.Until(t, "the media budget given back", func() bool { return b.Used() == 0 && b.Waiting() == 0 })
 }
 
 // A file bigger than the whole budget, under media.max_bytes, is served
@@ -142,7 +143,7 @@ func TestMediaGetWaitsForRoom(t *testing.T) {
 			var got mediaResult
 			done <- c.Call(ctx, "media.get", map[string]string{"media_id": sandbox.MediaImage}, &got)
 		}()
-		eventually(t, "media.get waiting for room", func() bool { return b.Waiting() == 1 })
+		poll.Until(t, "media.get waiting for room", func() bool { return b.Waiting() == 1 })
 		b.Release(held)
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -189,9 +190,9 @@ func TestMediaBudgetIsSharedByConnections(t *testing.T) {
 		results <- c.Call(ctx, "media.get", map[string]string{"media_id": id}, &got)
 	}
 	go get(first, "slow")
-	eventually(t, "the slow file holding the budget", func() bool { return b.Used() == b.Size() })
+	poll.Until(t, "the slow file holding the budget", func() bool { return b.Used() == b.Size() })
 	go get(second, "small")
-	eventually(t, "the other connection waiting", func() bool { return b.Waiting() == 1 })
+	poll.Until(t, "the other connection waiting", func() bool { return b.Waiting() == 1 })
 	close(release)
 	for range 2 {
 		if err := <-results; err != nil {
@@ -212,9 +213,9 @@ func TestMediaWaitEndsWithTheConnection(t *testing.T) {
 	held := mustTake(t, b, b.Size())
 	r := e.raw()
 	r.send(`{"jsonrpc":"2.0","id":1,"method":"media.get","params":{"media_id":"` + sandbox.MediaImage + `"}}`)
-	eventually(t, "media.get waiting for room", func() bool { return b.Waiting() == 1 })
+	poll.Until(t, "media.get waiting for room", func() bool { return b.Waiting() == 1 })
 	r.ws.Close()
-	eventually(t, "the waiter gone", func() bool { return b.Waiting() == 0 })
+	poll.Until(t, "the waiter gone", func() bool { return b.Waiting() == 0 })
 	if b.Used() != held {
 		t.Fatalf("used %d, want %d", b.Used(), held)
 	}

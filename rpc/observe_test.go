@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"wxappliance/appliance/poll"
 	"wxappliance/rpc"
 	"wxappliance/rpc/client"
 )
@@ -60,7 +61,7 @@ func TestObserveConnectionsAndCalls(t *testing.T) {
 	}
 	before := time.Now()
 	c := e.dial()
-	eventually(t, "the connection to be observed", func() bool {
+	poll.Until(t, "the connection to be observed", func() bool {
 		conns, _ := rec.snapshot()
 		return slices.Equal(conns, []string{"+backend"})
 	})
@@ -92,7 +93,7 @@ func TestObserveConnectionsAndCalls(t *testing.T) {
 	}
 
 	c.Close()
-	eventually(t, "the connection's end to be observed", func() bool {
+	poll.Until(t, "the connection's end to be observed", func() bool {
 		conns, _ := rec.snapshot()
 		return slices.Equal(conns, []string{"+backend", "-backend"})
 	})

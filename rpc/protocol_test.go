@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"wxappliance/appliance/poll"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/oauth"
 	"wxappliance/rpc"
@@ -89,7 +90,7 @@ func TestHandshake(t *testing.T) {
 	}
 
 	// The key's name is logged, the key never.
-	eventually(t, "the connection log line", func() bool { return strings.Contains(e.logs.String(), "rpc_key=other") })
+	poll.Until(t, "the connection log line", func() bool { return strings.Contains(e.logs.String(), "rpc_key=other") })
 	if logs := e.logs.String(); strings.Contains(logs, testKey) || strings.Contains(logs, otherKey) || strings.Contains(logs, testKey[:10]) {
 		t.Fatal("a key reached the log")
 	}
@@ -293,7 +294,7 @@ func TestConnectionOutlivesServerTimeouts(t *testing.T) {
 func TestDeadPeerIsDropped(t *testing.T) {
 	e := newEnv(t, func(c *envConfig) { c.opts.PingInterval = 50 * time.Millisecond })
 	e.raw() // never reads, so never answers a ping
-	eventually(t, "the silent connection to be closed", func() bool {
+	poll.Until(t, "the silent connection to be closed", func() bool {
 		return strings.Contains(e.logs.String(), "rpc disconnected")
 	})
 }
@@ -328,7 +329,7 @@ func TestShutdownDrainsThenCloses(t *testing.T) {
 	e.sb.SetFault("cgi-bin/user/info", sandbox.Fault{Latency: 300 * time.Millisecond})
 	r := e.raw()
 	r.send(`{"jsonrpc":"2.0","id":1,"method":"user.get","params":{"openid":"` + sandbox.OpenIDZhangsan + `"}}`)
-	eventually(t, "the request to start", func() bool { return e.sb.Count("cgi-bin/user/info") == 1 })
+	poll.Until(t, "the request to start", func() bool { return e.sb.Count("cgi-bin/user/info") == 1 })
 
 	shut := make(chan error, 1)
 	go func() {
@@ -364,7 +365,7 @@ func TestCloseCancelsRequestsInFlight(t *testing.T) {
 	go func() {
 		done <- c.Call(context.Background(), "user.get", map[string]string{"openid": sandbox.OpenIDZhangsan}, nil)
 	}()
-	eventually(t, "the request to start", func() bool { return e.sb.Count("cgi-bin/user/info") == 1 })
+	poll.Until(t, "the request to start", func() bool { return e.sb.Count("cgi-bin/user/info") == 1 })
 	start := time.Now()
 	if err := e.srv.Close(); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"wxappliance/appliance/poll"
 	"wxappliance/rpc"
 	"wxappliance/rpc/client"
 )
@@ -197,7 +198,7 @@ func TestSubscriberTooSlow(t *testing.T) {
 	}
 	close(release)
 	<-answered
-	eventually(t, "the late reply to be logged", func() bool {
+	poll.Until(t, "the late reply to be logged", func() bool {
 		return strings.Contains(e.logs.String(), "late reply to a server request dropped")
 	})
 }
@@ -243,7 +244,7 @@ func TestSubscriberDisconnects(t *testing.T) {
 		t.Fatalf("the remaining subscriber got %d messages, want 4", got.Load())
 	}
 	stays.Close()
-	eventually(t, "both disconnections", func() bool { return strings.Count(e.logs.String(), "rpc disconnected") == 2 })
+	poll.Until(t, "both disconnections", func() bool { return strings.Count(e.logs.String(), "rpc disconnected") == 2 })
 	if _, ok, err := deliver(t, e, time.Second, textMsg("x")); ok || err != nil {
 		t.Fatalf("with no subscriber left: ok %v err %v, want the rules to answer", ok, err)
 	}
@@ -263,7 +264,7 @@ func TestSubscriptionSurvivesReconnect(t *testing.T) {
 	}
 	// Until the client has reconnected and resubscribed, a push finds no
 	// subscriber (or the dying connection); then it reaches the handler.
-	eventually(t, "a push to reach the resubscribed handler", func() bool {
+	poll.Until(t, "a push to reach the resubscribed handler", func() bool {
 		reply, ok, err := deliver(t, e, 2*time.Second, textMsg("x"))
 		return err == nil && ok && strings.Contains(string(reply), "still here")
 	})

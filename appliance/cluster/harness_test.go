@@ -13,6 +13,7 @@ import (
 
 	"wxappliance/appliance/cluster"
 	"wxappliance/appliance/logtest"
+	"wxappliance/appliance/poll"
 	"wxappliance/appliance/sandbox"
 	"wxappliance/appliance/sandbox/sandboxtest"
 	"wxappliance/callback"
@@ -182,7 +183,7 @@ func (in *instance) waitCandidateIDs(msgType, event string, want ...string) {
 	in.t.Helper()
 	slices.Sort(want)
 	var got []string
-	eventually(in.t, "candidates "+strings.Join(want, ",")+" for "+msgType+"/"+event, func() bool {
+	poll.Until(in.t, "candidates "+strings.Join(want, ",")+" for "+msgType+"/"+event, func() bool {
 		var err error
 		got, err = in.relay.Candidates(context.Background(), msgType, event)
 		return err == nil && slices.Equal(got, want)
@@ -201,18 +202,6 @@ func eventMsg(event string) *callback.Message {
 
 func textReply(content string) *callback.Reply {
 	return &callback.Reply{Type: callback.ReplyText, Content: content}
-}
-
-// eventually polls cond until it holds, for up to waitLimit.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // cutBus is a bus whose subscriptions on matching channels a test can end,

@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"testing"
 
+	"wxappliance/appliance/poll"
 	"wxappliance/callback"
 	"wxappliance/kv"
 	"wxappliance/kv/kvtest"
@@ -25,7 +26,7 @@ func TestRelaySurvivesRedisRestart(t *testing.T) {
 	server.Stop()
 	server.Start()
 	var reply *callback.Reply
-	eventually(t, "a message to reach B after the restart", func() bool {
+	poll.Until(t, "a message to reach B after the restart", func() bool {
 		r, ok, err := a.deliver(textMsg("2", "after"))
 		reply = r
 		return ok && err == nil

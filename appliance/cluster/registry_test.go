@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"wxappliance/appliance/cluster"
+	"wxappliance/appliance/poll"
 	"wxappliance/kv"
 	"wxappliance/kv/kvtest"
 )
@@ -64,7 +65,7 @@ func TestRegistry(t *testing.T) {
 		bctx, stopB := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		wg.Go(func() { b.Run(bctx) })
-		eventually(t, "a to see b alive", func() bool { return alive(a, "b-1") })
+		poll.Until(t, "a to see b alive", func() bool { return alive(a, "b-1") })
 
 		// The heartbeat is rewritten: remove it behind b's back (as a flushed
 		// or failed-over Redis would) and it comes back.
@@ -72,7 +73,7 @@ func TestRegistry(t *testing.T) {
 			t.Fatal(err)
 		}
 		fresh := newReg("c-1", cluster.RegistryConfig{})
-		eventually(t, "b's heartbeat to be written again", func() bool {
+		poll.Until(t, "b's heartbeat to be written again", func() bool {
 			_, err := store.Get(ctx, cluster.InstanceKey("b-1"))
 			return err == nil
 		})
@@ -86,7 +87,7 @@ func TestRegistry(t *testing.T) {
 		if _, err := store.Get(ctx, cluster.InstanceKey("b-1")); err != kv.ErrNotFound {
 			t.Fatalf("b's heartbeat after a clean stop: %v, want it gone", err)
 		}
-		eventually(t, "a to see b dead", func() bool { return !alive(a, "b-1") })
+		poll.Until(t, "a to see b dead", func() bool { return !alive(a, "b-1") })
 
 		// A crash leaves the heartbeat to expire: d joins and never beats
 		// again.
@@ -97,6 +98,6 @@ func TestRegistry(t *testing.T) {
 		if !alive(fresh, "d-1") {
 			t.Fatal("d is not alive right after joining")
 		}
-		eventually(t, "d's heartbeat to expire", func() bool { return !alive(a, "d-1") })
+		poll.Until(t, "d's heartbeat to expire", func() bool { return !alive(a, "d-1") })
 	})
 }

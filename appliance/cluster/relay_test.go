@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"wxappliance/appliance/cluster"
+	"wxappliance/appliance/poll"
 	"wxappliance/callback"
 	"wxappliance/kv"
 	"wxappliance/rpc"
@@ -309,7 +310,7 @@ func TestRelaySlowTargetKeepsTheMessage(t *testing.T) {
 			t.Fatal("no backend received the message")
 		}
 		checked := a.relay.Stats().Checked
-		eventually(t, "A to look at the attempt a few times", func() bool {
+		poll.Until(t, "A to look at the attempt a few times", func() bool {
 			return a.relay.Stats().Checked >= checked+5 || len(done) > 0
 		})
 		cancel() // the callback's deadline
@@ -321,7 +322,7 @@ func TestRelaySlowTargetKeepsTheMessage(t *testing.T) {
 			t.Fatalf("Deliver at its deadline: %+v %v %v, want ok and the deadline's error naming %s", r.reply, r.ok, r.err, holder)
 		}
 		close(release)
-		eventually(t, "A to drop the late answer", func() bool { return a.relay.Stats().Dropped == 1 })
+		poll.Until(t, "A to drop the late answer", func() bool { return a.relay.Stats().Dropped == 1 })
 		if s := a.relay.Stats(); s.Unsettled != 1 || s.Remote != 0 {
 			t.Fatalf("A's stats %+v", s)
 		}
@@ -346,7 +347,7 @@ func TestRelayLateAttemptNotDelivered(t *testing.T) {
 			t.Fatalf("%+v %v %v, want the rules to answer once the attempt is withdrawn", reply, ok, err)
 		}
 		close(slow.hold)
-		eventually(t, "B to handle the late attempt", func() bool { s := b.relay.Stats(); return s.Refused+s.Served > 0 })
+		poll.Until(t, "B to handle the late attempt", func() bool { s := b.relay.Stats(); return s.Refused+s.Served > 0 })
 		if got.Load() != 0 || b.relay.Stats().Served != 0 {
 			t.Fatalf("B's backend received a withdrawn attempt (stats %+v)", b.relay.Stats())
 		}
@@ -390,12 +391,12 @@ func TestRelaySubscribesAgain(t *testing.T) {
 		a, b := c.start("a", wait), c.start("b", flaky, wait)
 		b.subscribe(client.Filter{}, func(m callback.Message) (any, error) { return textReply("B " + m.Content), nil })
 		a.waitCandidates("text", "", b)
-		eventually(t, "B's three subscriptions", func() bool { return bBus.subscriptions() == 3 })
+		poll.Until(t, "B's three subscriptions", func() bool { return bBus.subscriptions() == 3 })
 
 		bBus.cut()
-		eventually(t, "B to subscribe again", func() bool { return bBus.subscriptions() == 6 })
+		poll.Until(t, "B to subscribe again", func() bool { return bBus.subscriptions() == 6 })
 		var reply *callback.Reply
-		eventually(t, "a message to reach B again", func() bool {
+		poll.Until(t, "a message to reach B again", func() bool {
 			r, ok, err := a.deliver(textMsg("1", "again"))
 			reply = r
 			return ok && err == nil

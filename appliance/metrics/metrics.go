@@ -54,6 +54,7 @@ type Metrics struct {
 
 	callbackMessages  *prometheus.CounterVec
 	callbackFallbacks prometheus.Counter
+	lateReplies       *prometheus.CounterVec
 
 	rpcConns prometheus.Gauge
 	rpcCalls *prometheus.CounterVec
@@ -109,6 +110,10 @@ func New(version string) *Metrics {
 		Namespace: namespace, Name: "callback_deadline_fallbacks_total",
 		Help: `Pushes answered "success" because no reply was ready within callback.reply_timeout.`,
 	})
+	m.lateReplies = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "callback_late_replies_total",
+		Help: `Replies that came after callback.reply_timeout, sent as customer service messages: result "0" when WeChat took one, else its errcode (45015 outside the 48 hours, 45047 quota, 48001 not authorized) or timeout, network, ...`,
+	}, []string{"result"})
 	m.rpcConns = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "rpc_connections",
 		Help: "Backends connected over JSON-RPC now.",
@@ -135,7 +140,7 @@ func New(version string) *Metrics {
 		m.httpRequests, m.httpDuration,
 		m.wechatCalls, m.wechatDuration,
 		m.credRefreshes,
-		m.callbackMessages, m.callbackFallbacks,
+		m.callbackMessages, m.callbackFallbacks, m.lateReplies,
 		m.rpcConns, m.rpcCalls,
 		m.storageErrors,
 	)
@@ -235,6 +240,12 @@ func (m *Metrics) CallbackMessage(o callback.Observation) {
 	if o.Outcome == callback.OutcomeLate {
 		m.callbackFallbacks.Inc()
 	}
+}
+
+// LateReply counts a late reply's customer service message by WeChat's
+// answer, an errcode label as oauth.Errcode makes it.
+func (m *Metrics) LateReply(result string) {
+	m.lateReplies.WithLabelValues(result).Inc()
 }
 
 // TypeLabel is a push's message type as a bounded label: "none" for a

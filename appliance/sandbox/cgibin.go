@@ -215,24 +215,59 @@ func (s *Sandbox) handleMenuDelete(w http.ResponseWriter, r *http.Request) {
 // handleCustomSend serves POST cgi-bin/message/custom/send. Sending to
 // someone who does not follow the account fails as with WeChat.
 func (s *Sandbox) handleCustomSend(w http.ResponseWriter, r *http.Request) {
+	var raw json.RawMessage
+	if !s.postJSON(w, r, &raw) {
+		return
+	}
 	var msg struct {
 		ToUser  string `json:"touser"`
 		MsgType string `json:"msgtype"`
 	}
-	if !s.postJSON(w, r, &msg) {
-		return
-	}
+	json.Unmarshal(raw, &msg)
 	u, ok := findUser(msg.ToUser)
 	switch {
 	case !ok:
 		writeErr(w, ctypeJSON, 40003)
-	case msg.MsgType == "":
+	case msg.MsgType == "" || !customTypes[msg.MsgType]:
 		writeErr(w, ctypeJSON, 40008)
 	case !u.Subscribed:
+		// The sandbox's stand-in for "no message from the user in the
+		// last 48 hours".
 		writeErr(w, ctypeJSON, 45015)
 	default:
+		s.recordCustom(raw)
 		writeJSON(w, ctypeJSON, okAnswer)
 	}
+}
+
+var customTypes = map[string]bool{"text": true, "image": true, "voice": true, "video": true, "music": true,
+	"news": true, "mpnews": true, "mpnewsarticle": true, "msgmenu": true, "wxcard": true, "miniprogrampage": true}
+
+// maxCustom is how many customer service messages the sandbox remembers.
+const maxCustom = 20
+
+func (s *Sandbox) recordCustom(raw json.RawMessage) {
+	var compact bytes.Buffer
+	json.Compact(&compact, raw)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.state.custom = append(s.state.custom, compact.Bytes())
+	if n := len(s.state.custom); n > maxCustom {
+		s.state.custom = s.state.custom[n-maxCustom:]
+	}
+}
+
+// CustomMessages returns the customer service messages sent to the
+// sandbox's users (cgi-bin/message/custom/send), oldest first, at most the
+// last 20: what late callback replies became.
+func (s *Sandbox) CustomMessages() []json.RawMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]json.RawMessage, len(s.state.custom))
+	for i, m := range s.state.custom {
+		out[i] = json.RawMessage(m)
+	}
+	return out
 }
 
 // SubscriptionTemplate is the sandbox account's one subscription

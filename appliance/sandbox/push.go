@@ -12,6 +12,7 @@ import (
 	"html/template"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -97,6 +98,7 @@ type pushPageData struct {
 	Kinds  []pushKind
 	Form   pushForm
 	Menu   []menuButton // the menu of the last menu/create, to click
+	Custom []string     // customer service messages received, newest first
 	Result *pushResult
 }
 
@@ -179,6 +181,11 @@ button { margin-top: 1rem; width: 100%; padding: .75rem; border: 0; border-radiu
 <div id="menu">{{range .Menu}}<div class="menu-col">{{if .Sub}}<p><b>{{.Name}}</b></p>{{range .Sub}}{{template "menubutton" .}}{{end}}{{else}}{{template "menubutton" .}}{{end}}</div>{{end}}</div>{{end}}
 </form>
 </div>
+{{if .Custom}}<div class="card" id="custom">
+<h2>客服消息 Customer service messages</h2>
+<p class="muted">appliance 发给测试用户的客服消息（如超时后送达的回复），最新在前。Sent to test users with cgi-bin/message/custom/send (late callback replies among them), newest first.</p>
+{{range .Custom}}<pre class="custom-message">{{.}}</pre>{{end}}
+</div>{{end}}
 {{with .Result}}
 <div class="card" id="result" data-status="{{.Status}}">
 {{if .Err}}<p class="error" id="error">{{.Err}}</p>{{end}}
@@ -210,6 +217,9 @@ func (s *Sandbox) servePush(w http.ResponseWriter, r *http.Request) {
 		Kinds:  pushKinds,
 		Form:   pushForm{OpenID: users[0].OpenID, Kind: "text", Content: "你好"},
 		Menu:   s.storedMenuButtons(),
+	}
+	for _, m := range slices.Backward(s.CustomMessages()) {
+		data.Custom = append(data.Custom, string(m))
 	}
 	if s.callback.EncodingAESKey != "" {
 		// The appliance refuses plaintext pushes once a key is set, as an

@@ -89,7 +89,8 @@ type state struct {
 
 	codes map[string]*authCode
 
-	menu   []byte // raw JSON body of the last menu/create
+	menu   []byte   // raw JSON body of the last menu/create
+	custom [][]byte // the last customer service messages received
 	tags   []tag
 	nextID int64 // msgid / tag id source
 }
