@@ -9,8 +9,8 @@ import (
 	"os"
 	"time"
 
-	"wxappliance/appliance"
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/appliance"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // backup writes a backup of storage.dir to the -o file. When an appliance is

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/logtest"
-	"wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/appliance/logtest"
+	"github.com/100steps/wxappliance/appliance/sandbox"
 )
 
 // These tests run the real static binary, as ops would.

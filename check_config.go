@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 
-	"wxappliance/appliance"
+	"github.com/100steps/wxappliance/appliance"
 )
 
 // checkConfig validates a config file and says what it would run.

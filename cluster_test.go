@@ -17,11 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/poll"
-	"wxappliance/appliance/sandbox"
-	"wxappliance/callback"
-	"wxappliance/kv/kvtest"
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/appliance/poll"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 // These tests run several real binaries on one real Redis, with the fake

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // mountTmpfs mounts a tmpfs of size bytes on a fresh directory. It needs

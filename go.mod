@@ -1,4 +1,4 @@
-module wxappliance
+module github.com/100steps/wxappliance
 
 go 1.26.0
 

@@ -16,7 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/appliance/sandbox"
 )
 
 const memoryTestKey = "memory-test-key-0123456789"

@@ -11,9 +11,9 @@ import (
 	"net/http"
 	"time"
 
-	"wxappliance/appliance"
-	"wxappliance/appliance/menu"
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/appliance"
+	"github.com/100steps/wxappliance/appliance/menu"
+	"github.com/100steps/wxappliance/kv"
 )
 
 const menuUsage = `usage: wxappliance menu show|apply|delete -config FILE

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 
-	"wxappliance/appliance"
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/appliance"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // migrate copies a Badger data directory's live records, with the time

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"os"
 
-	"wxappliance/appliance"
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/appliance"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // restore loads a backup into an empty storage.dir.

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"wxappliance/appliance"
-	"wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/appliance"
+	"github.com/100steps/wxappliance/appliance/sandbox"
 )
 
 // sandbox serves the fake WeChat alone, so that several appliances (and

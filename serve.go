@@ -5,8 +5,8 @@ import (
 	"log/slog"
 	"runtime/debug"
 
-	"wxappliance/appliance"
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/appliance"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // serve runs the appliance until ctx ends.

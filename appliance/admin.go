@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"wxappliance/appliance/wire"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/appliance/wire"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // The admin listener (server.admin_listen, loopback by default) serves

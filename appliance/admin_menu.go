@@ -6,8 +6,8 @@ import (
 	"io"
 	"net/http"
 
-	"wxappliance/appliance/menu"
-	"wxappliance/appliance/wire"
+	"github.com/100steps/wxappliance/appliance/menu"
+	"github.com/100steps/wxappliance/appliance/wire"
 )
 
 // The menu command calls WeChat through the running appliance, which holds

@@ -13,14 +13,14 @@ import (
 	"sync"
 	"time"
 
-	"wxappliance/appliance/cluster"
-	"wxappliance/appliance/sandbox"
-	"wxappliance/callback"
-	"wxappliance/jssdk"
-	"wxappliance/kv"
-	"wxappliance/media"
-	"wxappliance/oauth"
-	"wxappliance/rpc"
+	"github.com/100steps/wxappliance/appliance/cluster"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/jssdk"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/media"
+	"github.com/100steps/wxappliance/oauth"
+	"github.com/100steps/wxappliance/rpc"
 )
 
 // Options carries what New does not read from Config.

@@ -5,8 +5,8 @@ import (
 	"net/url"
 	"slices"
 
-	"wxappliance/appliance/wire"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/appliance/wire"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // The login binding cookie ties a login state to the browser that started

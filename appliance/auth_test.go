@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance"
-	"wxappliance/appliance/sandbox"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/appliance"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 func TestLoginHappyPath(t *testing.T) {

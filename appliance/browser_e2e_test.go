@@ -11,7 +11,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/appliance/sandbox"
 )
 
 // findChromium returns Debian's chromium, or skips (fails when CI asks for

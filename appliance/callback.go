@@ -7,9 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"wxappliance/appliance/sandbox"
-	"wxappliance/callback"
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // The WeChat callback's HTTP transport. Package callback holds the protocol

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"time"
 
-	"wxappliance/callback"
+	"github.com/100steps/wxappliance/callback"
 )
 
 // The [callback] keys beyond path, token and keys: the reply deadline, the

@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/logtest"
-	"wxappliance/appliance/sandbox"
-	"wxappliance/callback"
-	"wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/appliance/logtest"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/kv/kvtest"
 )
 
 // callbackEnv is a sandbox-mode appliance with the callback on (the

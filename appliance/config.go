@@ -15,12 +15,12 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"wxappliance/appliance/menu"
-	"wxappliance/appliance/sandbox"
-	"wxappliance/callback"
-	"wxappliance/kv"
-	"wxappliance/oauth"
-	"wxappliance/rpc"
+	"github.com/100steps/wxappliance/appliance/menu"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/oauth"
+	"github.com/100steps/wxappliance/rpc"
 )
 
 // Config is the whole configuration file. Every key is documented in

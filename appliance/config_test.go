@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/appliance/sandbox"
 )
 
 func writeConfig(t *testing.T, body string) string {

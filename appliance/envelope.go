@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 
-	"wxappliance/appliance/wire"
+	"github.com/100steps/wxappliance/appliance/wire"
 )
 
 // envelope is the error body of every browser route, as the service this

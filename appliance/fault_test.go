@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance"
-	"wxappliance/appliance/poll"
-	"wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/appliance"
+	"github.com/100steps/wxappliance/appliance/poll"
+	"github.com/100steps/wxappliance/appliance/sandbox"
 )
 
 // routeCase is one browser route and the WeChat endpoint it depends on.

@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance"
-	"wxappliance/appliance/logtest"
-	"wxappliance/appliance/sandbox"
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/appliance"
+	"github.com/100steps/wxappliance/appliance/logtest"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // harness is the appliance behind a real HTTP server, talking to the

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/appliance/sandbox"
 )
 
 func TestCORS(t *testing.T) {

@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"sync"
 
-	"wxappliance/callback"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // Late reply modes (callback.late_reply).
@@ -30,8 +30,8 @@ var _ callback.LateSender = (*customSender)(nil)
 // lateAdvice says what an operator can do about WeChat refusing a late
 // reply, per errcode.
 var lateAdvice = map[int]string{
-	oauth.CodeOutOfWindow: "the user has not written to the account within 48 hours (or tapped a menu within a minute), so WeChat refuses customer service messages to them; nothing to fix, but answer faster or set callback.late_reply = \"drop\"",
-	oauth.CodeCustomQuota: "the account has used up its customer service messages for this user (5 per message received); late replies to them are lost until they write again",
+	oauth.CodeOutOfWindow:      "the user has not written to the account within 48 hours (or tapped a menu within a minute), so WeChat refuses customer service messages to them; nothing to fix, but answer faster or set callback.late_reply = \"drop\"",
+	oauth.CodeCustomQuota:      "the account has used up its customer service messages for this user (5 per message received); late replies to them are lost until they write again",
 	oauth.CodeScopeUnauthorize: "this account may not send customer service messages (unverified accounts cannot): verify it (微信认证) or set callback.late_reply = \"drop\"",
 }
 

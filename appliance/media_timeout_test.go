@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance"
-	"wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/appliance"
+	"github.com/100steps/wxappliance/appliance/sandbox"
 )
 
 // With wechat.timeout at 1 s and media.timeout at a minute, a WeChat that

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"wxappliance/media"
+	"github.com/100steps/wxappliance/media"
 )
 
 // offiaccountUser is U3: cgi-bin/user/info for the session's user, 403 when

@@ -8,11 +8,11 @@ import (
 	"runtime/debug"
 	"time"
 
-	"wxappliance/appliance/metrics"
-	"wxappliance/appliance/status"
-	"wxappliance/callback"
-	"wxappliance/kv"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/appliance/metrics"
+	"github.com/100steps/wxappliance/appliance/status"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // What the operator sees, on the admin listener: Prometheus metrics at

@@ -13,14 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance"
-	"wxappliance/appliance/metrics/metricstest"
-	"wxappliance/appliance/poll"
-	"wxappliance/appliance/sandbox"
-	"wxappliance/callback"
-	"wxappliance/oauth"
-	"wxappliance/rpc"
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/appliance"
+	"github.com/100steps/wxappliance/appliance/metrics/metricstest"
+	"github.com/100steps/wxappliance/appliance/poll"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/oauth"
+	"github.com/100steps/wxappliance/rpc"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 const opsCallbackToken = "opsCallbackToken42"

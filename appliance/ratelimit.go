@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"wxappliance/appliance/wire"
+	"github.com/100steps/wxappliance/appliance/wire"
 )
 
 // Anonymous requests that make the appliance write (/auth stores a login

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"time"
 
-	"wxappliance/appliance/wire"
+	"github.com/100steps/wxappliance/appliance/wire"
 )
 
 // routes is the route table: every path the appliance answers is here.

@@ -3,9 +3,9 @@ package appliance
 import (
 	"context"
 
-	"wxappliance/appliance/cluster"
-	"wxappliance/callback"
-	"wxappliance/rpc"
+	"github.com/100steps/wxappliance/appliance/cluster"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/rpc"
 )
 
 // buildRPC creates the JSON-RPC server for backends when rpc.keys has a key;

@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance"
-	"wxappliance/appliance/sandbox"
-	"wxappliance/kv"
-	"wxappliance/oauth"
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/appliance"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/oauth"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 // BenchmarkSessionOpenID compares a backend learning the openid of a

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/poll"
-	"wxappliance/appliance/sandbox"
-	"wxappliance/callback"
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/appliance/poll"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 const subscriberKey = "subscriber-key-0123456789"

@@ -13,11 +13,11 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"wxappliance/appliance"
-	"wxappliance/appliance/logtest"
-	"wxappliance/appliance/sandbox"
-	"wxappliance/rpc"
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/appliance"
+	"github.com/100steps/wxappliance/appliance/logtest"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/rpc"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 const rpcTestKey = "appliance-test-key-0123"

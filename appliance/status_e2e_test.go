@@ -13,7 +13,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 // TestStatusPageInBrowser opens the operator's page in headless Chromium

@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"strings"
 
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // Storage backends.

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // Store is what dedupe needs from storage; kv.Store has it.

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/logtest"
-	"wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/appliance/logtest"
+	"github.com/100steps/wxappliance/kv/kvtest"
 )
 
 // Dedupe across a crash. Reply deadlines are a minute: a retry that must

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // Seed corpora live in testdata/fuzz/<FuzzName>/; .ci/fuzz runs every

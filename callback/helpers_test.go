@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/logtest"
-	"wxappliance/kv"
-	"wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/appliance/logtest"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/kv/kvtest"
 )
 
 // The official sample vector of WeChat's message encryption (the

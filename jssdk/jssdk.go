@@ -14,8 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"wxappliance/kv"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // ErrBadURL means the page URL to sign is missing, not absolute http(s), or

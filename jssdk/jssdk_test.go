@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/sandbox"
-	"wxappliance/appliance/sandbox/sandboxtest"
-	"wxappliance/jssdk"
-	"wxappliance/kv/kvtest"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/appliance/sandbox/sandboxtest"
+	"github.com/100steps/wxappliance/jssdk"
+	"github.com/100steps/wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 func TestSignOfficialVector(t *testing.T) {

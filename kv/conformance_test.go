@@ -5,8 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"wxappliance/kv"
-	"wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/kv/kvtest"
 )
 
 // The same suites run on every implementation: whatever a service relies

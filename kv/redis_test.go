@@ -12,8 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"wxappliance/kv"
-	"wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/kv/kvtest"
 )
 
 // opLimit is how long any operation may take while Redis is in trouble

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/kv"
-	"wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/kv/kvtest"
 )
 
 // BenchmarkStores compares the backends on the operations a login and a

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/media"
+	"github.com/100steps/wxappliance/media"
 )
 
 // waitFor polls cond with a generous deadline: what it waits for normally

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 var (

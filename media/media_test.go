@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/sandbox/sandboxtest"
-	"wxappliance/kv/kvtest"
-	"wxappliance/media"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/appliance/sandbox/sandboxtest"
+	"github.com/100steps/wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/media"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // upstream serves the sandbox's token endpoint and the given media/get

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/media"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/media"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // The deadlines of these tests: WeChat may keep us waiting stallTimeout

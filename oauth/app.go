@@ -9,7 +9,7 @@ import (
 	"net/url"
 	"time"
 
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // Token APIs WeChat offers for the app access_token.

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/sandbox"
-	"wxappliance/kv"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // upstream is a sandbox behind a real HTTP server.

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 func TestDecodeIgnoresContentType(t *testing.T) {

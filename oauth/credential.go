@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // Token is a credential with its expiry: the app access_token or the

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/kv"
-	"wxappliance/kv/kvtest"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 func TestMarginClampedToLifetime(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 type observedCall struct {

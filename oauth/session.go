@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // Errors of the login and session flow.

@@ -5,7 +5,7 @@ import (
 	"crypto/subtle"
 	"net/http"
 
-	"wxappliance/appliance/wire"
+	"github.com/100steps/wxappliance/appliance/wire"
 )
 
 // hashedKey is a configured key kept as its sha256, so every comparison

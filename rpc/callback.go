@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"wxappliance/callback"
+	"github.com/100steps/wxappliance/callback"
 )
 
 // The Server is the callback's subscriber: the appliance sets it on the

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/callback"
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 // Deliver speaks the callback package's types: the Message's JSON form

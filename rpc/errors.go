@@ -7,7 +7,7 @@ import (
 
 	"github.com/sourcegraph/jsonrpc2"
 
-	"wxappliance/appliance/wire"
+	"github.com/100steps/wxappliance/appliance/wire"
 )
 
 // Error codes of the JSON-RPC error objects this server answers. The

@@ -13,12 +13,12 @@ import (
 	"strings"
 	"testing"
 
-	"wxappliance/appliance/wire"
-	"wxappliance/callback"
-	"wxappliance/jssdk"
-	"wxappliance/kv"
-	"wxappliance/media"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/appliance/wire"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/jssdk"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/media"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // TestEveryServiceErrorOnBothWires walks every error the services return

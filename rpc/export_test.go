@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 
-	"wxappliance/media"
+	"github.com/100steps/wxappliance/media"
 )
 
 // DeliverForTest exposes deliver, so the subscriber registry is tested with

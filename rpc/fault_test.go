@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/poll"
-	"wxappliance/appliance/sandbox"
-	"wxappliance/rpc"
+	"github.com/100steps/wxappliance/appliance/poll"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/rpc"
 )
 
 // methodCase is one RPC method that reaches WeChat and its endpoint.

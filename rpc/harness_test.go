@@ -15,15 +15,15 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"wxappliance/appliance/logtest"
-	"wxappliance/appliance/sandbox"
-	"wxappliance/jssdk"
-	"wxappliance/kv"
-	"wxappliance/kv/kvtest"
-	"wxappliance/media"
-	"wxappliance/oauth"
-	"wxappliance/rpc"
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/appliance/logtest"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/jssdk"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/media"
+	"github.com/100steps/wxappliance/oauth"
+	"github.com/100steps/wxappliance/rpc"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 // Keys the test server accepts.

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 
-	"wxappliance/appliance/wire"
-	"wxappliance/media"
+	"github.com/100steps/wxappliance/appliance/wire"
+	"github.com/100steps/wxappliance/media"
 )
 
 // DefaultMediaBudget is Options.MediaBudget's default: two 10 MiB files

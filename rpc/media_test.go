@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/poll"
-	"wxappliance/appliance/sandbox"
-	"wxappliance/kv/kvtest"
-	"wxappliance/media"
-	"wxappliance/oauth"
-	"wxappliance/rpc"
+	"github.com/100steps/wxappliance/appliance/poll"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/media"
+	"github.com/100steps/wxappliance/oauth"
+	"github.com/100steps/wxappliance/rpc"
 )
 
 type mediaResult struct {

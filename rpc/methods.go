@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"wxappliance/appliance/wire"
+	"github.com/100steps/wxappliance/appliance/wire"
 )
 
 // method is one JSON-RPC method: params as the backend sent them (nil when

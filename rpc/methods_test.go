@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/sandbox"
-	"wxappliance/oauth"
-	"wxappliance/rpc"
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/oauth"
+	"github.com/100steps/wxappliance/rpc"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 func TestSessionOpenID(t *testing.T) {

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"wxappliance/appliance/wire"
+	"github.com/100steps/wxappliance/appliance/wire"
 )
 
 // What an operator learns of the RPC server: the Observe hooks of Options

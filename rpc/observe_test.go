@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/poll"
-	"wxappliance/rpc"
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/appliance/poll"
+	"github.com/100steps/wxappliance/rpc"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 // recorder keeps what the Observe hooks of rpc.Options are told.

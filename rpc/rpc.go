@@ -22,9 +22,9 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"wxappliance/jssdk"
-	"wxappliance/media"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/jssdk"
+	"github.com/100steps/wxappliance/media"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // Sessions is what the rpc server needs of oauth.Sessions.

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/rpc"
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/rpc"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 func TestFilterMatches(t *testing.T) {

@@ -9,8 +9,8 @@ import (
 	"regexp"
 	"strings"
 
-	"wxappliance/appliance/wire"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/appliance/wire"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // DefaultWeChatPaths is the wechat.call allowlist: the management APIs of

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"wxappliance/appliance/sandbox"
-	"wxappliance/rpc"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/rpc"
 )
 
 func TestWeChatCall(t *testing.T) {

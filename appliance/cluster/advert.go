@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"wxappliance/kv"
-	"wxappliance/rpc"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/rpc"
 )
 
 // Advertisements live in one record, advertKey: {"instances": {id:

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"testing"
 
-	"wxappliance/rpc"
+	"github.com/100steps/wxappliance/rpc"
 )
 
 func TestUnion(t *testing.T) {

@@ -6,8 +6,8 @@ import (
 	"slices"
 	"time"
 
-	"wxappliance/kv"
-	"wxappliance/rpc"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/rpc"
 )
 
 // InstanceKey is the store key of instance id's heartbeat.

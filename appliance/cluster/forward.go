@@ -9,7 +9,7 @@ import (
 	"slices"
 	"time"
 
-	"wxappliance/callback"
+	"github.com/100steps/wxappliance/callback"
 )
 
 // request is an attempt on the bus, from origin to target.

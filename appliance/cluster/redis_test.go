@@ -3,11 +3,11 @@ package cluster_test
 import (
 	"testing"
 
-	"wxappliance/appliance/poll"
-	"wxappliance/callback"
-	"wxappliance/kv"
-	"wxappliance/kv/kvtest"
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/appliance/poll"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 // When Redis restarts, the relays' subscriptions come back (go-redis dials

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // RegistryConfig tunes a Registry. Zero values mean the defaults.

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/cluster"
-	"wxappliance/appliance/poll"
-	"wxappliance/kv"
-	"wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/appliance/cluster"
+	"github.com/100steps/wxappliance/appliance/poll"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/kv/kvtest"
 )
 
 func TestNewID(t *testing.T) {

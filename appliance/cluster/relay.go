@@ -9,9 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"wxappliance/callback"
-	"wxappliance/kv"
-	"wxappliance/rpc"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/rpc"
 )
 
 // Local is this instance's RPC server as the relay uses it: *rpc.Server.

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/callback"
-	"wxappliance/kv/kvtest"
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 // BenchmarkRelay measures a push answered by a backend on the instance it

@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/cluster"
-	"wxappliance/appliance/poll"
-	"wxappliance/callback"
-	"wxappliance/kv"
-	"wxappliance/rpc"
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/appliance/cluster"
+	"github.com/100steps/wxappliance/appliance/poll"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/rpc"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 func claimWait(d time.Duration) instanceOption {

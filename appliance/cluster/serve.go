@@ -6,7 +6,7 @@ import (
 	"errors"
 	"time"
 
-	"wxappliance/callback"
+	"github.com/100steps/wxappliance/callback"
 )
 
 // accept takes an attempt from the bus. It runs on the bus reader, so it

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"net/http"
 
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // ErrNoMenu means the account has no custom menu (WeChat's 46003).

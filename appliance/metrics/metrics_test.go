@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/metrics"
-	"wxappliance/appliance/metrics/metricstest"
-	"wxappliance/callback"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/appliance/metrics"
+	"github.com/100steps/wxappliance/appliance/metrics/metricstest"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 func scrape(t *testing.T, m *metrics.Metrics) metricstest.Families {

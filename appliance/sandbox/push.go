@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"wxappliance/callback"
+	"github.com/100steps/wxappliance/callback"
 )
 
 // The push page (push): WeChat's side of the message callback. It builds a

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/callback"
-	"wxappliance/kv/kvtest"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/kv/kvtest"
 )
 
 const (

@@ -9,7 +9,7 @@ import (
 	"sort"
 	"time"
 
-	"wxappliance/callback"
+	"github.com/100steps/wxappliance/callback"
 )
 
 //go:embed page.html

@@ -14,9 +14,9 @@ import (
 	"sync"
 	"time"
 
-	"wxappliance/callback"
-	"wxappliance/oauth"
-	"wxappliance/rpc"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/oauth"
+	"github.com/100steps/wxappliance/rpc"
 )
 
 // Recent is how many pushes and upstream errors the page lists.

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/callback"
-	"wxappliance/oauth"
-	"wxappliance/rpc"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/oauth"
+	"github.com/100steps/wxappliance/rpc"
 )
 
 func TestHint(t *testing.T) {

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"net/http"
 
-	"wxappliance/callback"
-	"wxappliance/jssdk"
-	"wxappliance/kv"
-	"wxappliance/media"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/callback"
+	"github.com/100steps/wxappliance/jssdk"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/media"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // Messages callers may compare against: the seed contract shows the first

@@ -15,7 +15,7 @@ import (
 	"net/http"
 	"strings"
 
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // Kind is a class of failure both transports answer the same way.

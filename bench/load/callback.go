@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"wxappliance/appliance/sandbox"
-	"wxappliance/callback"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/callback"
 )
 
 // callbackScenario posts safe-mode (encrypted) text messages to the

@@ -1,6 +1,6 @@
 package main
 
-import "wxappliance/appliance/sandbox"
+import "github.com/100steps/wxappliance/appliance/sandbox"
 
 // login logs a browser in as a sandbox user and returns the session id.
 func login(base string) (string, error) { return sandbox.Login(base, sandbox.OpenIDZhangsan, "") }

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"wxappliance/rpc/client"
+	"github.com/100steps/wxappliance/rpc/client"
 )
 
 // rpcKey is the key the load run configures for its backend.

@@ -3,7 +3,7 @@ package kvtest
 import (
 	"testing"
 
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // Backend is one kind of store that several instances of the appliance

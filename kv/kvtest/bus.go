@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // deliveryDeadline bounds the wait for a notice that normally arrives at

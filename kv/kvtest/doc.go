@@ -11,7 +11,7 @@ package kvtest
 import (
 	"testing"
 
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // Badger opens a Badger store in a temporary directory, closed when the

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // RequireRedisEnv names the environment variable that turns a missing

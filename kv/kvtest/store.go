@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/kv"
+	"github.com/100steps/wxappliance/kv"
 )
 
 // expiryDeadline is how long the suite waits for a key to expire that

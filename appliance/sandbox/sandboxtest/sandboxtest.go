@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"wxappliance/appliance/sandbox"
-	"wxappliance/kv"
-	"wxappliance/oauth"
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/oauth"
 )
 
 // Options configures New. The zero value is a default sandbox and a client
