@@ -165,7 +165,7 @@ func (p *process) counts(t *testing.T) map[string]int {
 }
 
 // login logs a new browser in as openid; the process may be dying.
-func login(base, openid string) (string, error) { return sandbox.Login(base, openid, "") }
+func login(base, openid string) (string, error) { return sandbox.Login(base, openid) }
 
 // openidOf asks the process who the session belongs to.
 func openidOf(base, session string) (string, int, error) {

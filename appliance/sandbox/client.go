@@ -29,14 +29,18 @@ func UserLink(page []byte, openid string) (string, bool) {
 }
 
 // Login logs a new browser in through the appliance at base, as the test
-// user openid, and returns the value of its session cookie (named
-// cookieName; the default is "wxappliance_session" when empty).
-func Login(base, openid, cookieName string) (string, error) {
-	if cookieName == "" {
-		cookieName = "wxappliance_session"
+// user openid, and returns the value of its session cookie.
+func Login(base, openid string) (string, error) {
+	return LoginWith(&http.Client{Timeout: 30 * time.Second}, base, openid)
+}
+
+// LoginWith is Login with the client given (its transport, say); a new
+// cookie jar is set on it when it has none.
+func LoginWith(c *http.Client, base, openid string) (string, error) {
+	if c.Jar == nil {
+		c.Jar, _ = cookiejar.New(nil)
 	}
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	jar := c.Jar
 	page := base + "/sandbox/demo"
 	resp, err := c.Get(base + "/auth?state=" + url.QueryEscape(page))
 	if err != nil {
@@ -68,7 +72,7 @@ func Login(base, openid, cookieName string) (string, error) {
 	}
 	u, _ := url.Parse(base)
 	for _, ck := range jar.Cookies(u) {
-		if ck.Name == cookieName {
+		if ck.Name == "wxappliance_session" {
 			return ck.Value, nil
 		}
 	}
