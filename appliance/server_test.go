@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/100steps/wxappliance/appliance"
+	"github.com/100steps/wxappliance/appliance/poll"
 	"github.com/100steps/wxappliance/appliance/sandbox"
 	"github.com/100steps/wxappliance/kv"
 )
@@ -71,7 +72,11 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		inflight <- resp
 	}()
-	time.Sleep(200 * time.Millisecond)
+	// Stop once the download is under way upstream (it takes 700ms there).
+	poll.Until(t, "the media download to reach the sandbox", func() bool {
+		n, err := sandbox.Counts(base + "/sandbox")
+		return err == nil && n["cgi-bin/media/get"] == 1
+	})
 	srv.stop()
 
 	resp := <-inflight
