@@ -51,9 +51,8 @@ type localStore struct {
 	journal Journal
 	now     func() time.Time
 
-	// mu makes each method one atomic step over the claims and the
-	// journal: the journal only holds answers, written under mu and
-	// never changed afterwards.
+	// mu makes each method one step over the claims and the journal; the
+	// journal only holds answers, which replace claims and never change.
 	mu        sync.Mutex
 	claims    map[string]localClaim
 	lastSweep time.Time
@@ -118,7 +117,19 @@ func (l *localStore) CompareAndSwap(ctx context.Context, key string, old, value 
 		l.claims[key] = held // a claim taken over: memory, like any claim
 		return true, nil
 	}
-	if err := l.journal.Put(ctx, key, value, ttl); err != nil {
+	// The answer replaces the claim, which stays in place meanwhile: a
+	// retry waits for the answer, a new claim is refused. The write
+	// happens outside mu, so claims of other messages do not queue
+	// behind it.
+	l.mu.Unlock()
+	err = l.journal.Put(ctx, key, value, ttl)
+	l.mu.Lock()
+	if c, ok := l.claims[key]; !ok || !bytes.Equal(c.rec, old) {
+		// Taken over meanwhile (a Service of this process with other
+		// Instances): the claim is no longer this caller's to remove.
+		return true, err
+	}
+	if err != nil {
 		// Sent anyway: retries of this process still get it.
 		l.claims[key] = held
 		return true, fmt.Errorf("answer kept in memory only: %w", err)
