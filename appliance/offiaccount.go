@@ -56,6 +56,9 @@ func pageURL(r *http.Request) (string, error) {
 		return "", err
 	}
 	body = bytes.TrimSpace(body)
+	if u, ok := plainURLBody(body); ok {
+		return u, nil
+	}
 	if len(body) > 0 && body[0] == '{' {
 		var in struct {
 			URL string `json:"url"`
@@ -71,6 +74,26 @@ func pageURL(r *http.Request) (string, error) {
 		}
 	}
 	return r.URL.Query().Get("url"), nil
+}
+
+// plainURLBody reads the body frontends send, exactly {"url":"..."} with a
+// value that JSON leaves as it is (printable ASCII without '"' or '\\'),
+// without json.Unmarshal's reflection; ok is false for any other body,
+// which pageURL decodes as JSON. FuzzPlainURLBody checks they agree.
+func plainURLBody(body []byte) (string, bool) {
+	v, ok := bytes.CutPrefix(body, []byte(`{"url":"`))
+	if !ok {
+		return "", false
+	}
+	if v, ok = bytes.CutSuffix(v, []byte(`"}`)); !ok {
+		return "", false
+	}
+	for _, c := range v {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return "", false
+		}
+	}
+	return string(v), true
 }
 
 // mediaBase64 is O2: the file base64-encoded in JSON, as the old service
