@@ -52,6 +52,7 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "run only the scenarios whose name contains this")
 	flag.StringVar(&o.backend, "backend", "badger", "storage.backend: badger (one instance) or redis")
 	flag.IntVar(&o.instances, "instances", 1, "appliances to start (on -backend redis), the load spread over them in turn")
+	flag.Float64Var(&o.quiet, "wait-load", 1, "first wait (up to 10 minutes) for the 1-minute load average to drop below this; 0 does not wait")
 	flag.Parse()
 	if err := o.run(); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
@@ -63,6 +64,7 @@ type options struct {
 	duration                     time.Duration
 	conns, instances             int
 	bin, logLevel, only, backend string
+	quiet                        float64
 }
 
 func (o *options) run() error {
@@ -84,6 +86,8 @@ func (o *options) run() error {
 			return err
 		}
 	}
+	servers.WaitQuiet(o.quiet, 10*time.Minute)
+	loadBefore := servers.LoadAverage()
 	c, err := o.start(work)
 	if err != nil {
 		return err
@@ -145,7 +149,7 @@ func (o *options) run() error {
 	fmt.Fprintf(os.Stderr, "running the hello-world ceiling\n")
 	ceiling := drive(scenario{name: "hello-world net/http (ceiling)", request: getRequest(roundRobin([]string{hello.Base + "/"}))}, newClient(o.conns), o.duration, o.conns)
 
-	o.report(os.Stdout, results, ceiling, mems, redisMem, counts)
+	o.report(os.Stdout, loadBefore, results, ceiling, mems, redisMem, counts)
 	return nil
 }
 
@@ -412,7 +416,7 @@ func newClient(conns int) *http.Client {
 	return &http.Client{Transport: t, Timeout: 30 * time.Second}
 }
 
-func (o *options) report(w io.Writer, results []result, ceiling result, mems []servers.Memory, redisMem *servers.Memory, counts map[string]int) {
+func (o *options) report(w io.Writer, loadBefore string, results []result, ceiling result, mems []servers.Memory, redisMem *servers.Memory, counts map[string]int) {
 	host, _ := os.Hostname()
 	cmd := fmt.Sprintf("go run ./bench/load -duration %v -conns %d", o.duration, o.conns)
 	setup := "one appliance on Badger"
@@ -420,8 +424,8 @@ func (o *options) report(w io.Writer, results []result, ceiling result, mems []s
 		cmd += fmt.Sprintf(" -backend redis -instances %d", o.instances)
 		setup = fmt.Sprintf("%d appliance(s) on one redis-server, the load spread over them in turn", o.instances)
 	}
-	fmt.Fprintf(w, "Run: `%s` (%s; log_level %s, logs to files), %s, %d CPUs, %s/%s, host %s, %s.\n\n",
-		cmd, setup, o.logLevel, runtime.Version(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, host, time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(w, "Run: `%s` (%s; log_level %s, logs to files), %s, %d CPUs, %s/%s, host %s, %s, load average before it %s.\n\n",
+		cmd, setup, o.logLevel, runtime.Version(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, host, time.Now().UTC().Format("2006-01-02"), loadBefore)
 	fmt.Fprintln(w, "| scenario | req/s | p50 | p99 | errors | vs ceiling |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
 	for _, r := range append(results, ceiling) {

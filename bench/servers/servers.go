@@ -274,3 +274,38 @@ func ReadMemory(pid int) (Memory, error) {
 func ResetPeak(pid int) error {
 	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 }
+
+// LoadAverage is /proc/loadavg's three load averages.
+func LoadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
+}
+
+// WaitQuiet waits until the 1-minute load average is below max, or for
+// at most limit, saying so on stderr: the machine may be shared, and a
+// measurement taken while others run tests measures them. A max of 0 does
+// not wait.
+func WaitQuiet(max float64, limit time.Duration) {
+	if max <= 0 {
+		return
+	}
+	deadline := time.Now().Add(limit)
+	for said := false; ; said = true {
+		var one float64
+		fmt.Sscanf(LoadAverage(), "%f", &one)
+		if one < max {
+			return
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "load average still %s after %v; measuring anyway\n", LoadAverage(), limit)
+			return
+		}
+		if !said {
+			fmt.Fprintf(os.Stderr, "waiting for the load average (%s) to drop below %g\n", LoadAverage(), max)
+		}
+		time.Sleep(5 * time.Second)
+	}
+}

@@ -23,7 +23,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"flag"
@@ -53,6 +52,7 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "", "appliance binary (default: build it with CGO_ENABLED=0)")
 	flag.StringVar(&o.logLevel, "log-level", "info", "the appliance's server.log_level (logs go to a file)")
 	flag.StringVar(&o.profile, "profile", "", "save CPU profiles of each route and the run's allocations in this directory")
+	flag.Float64Var(&o.quiet, "wait-load", 1, "before each run, wait (up to 10 minutes) for the 1-minute load average to drop below this; 0 does not wait")
 	flag.Parse()
 	if err := o.main(); err != nil {
 		fmt.Fprintln(os.Stderr, "wrk:", err)
@@ -64,6 +64,7 @@ type options struct {
 	duration               time.Duration
 	conns, threads, runs   int
 	bin, logLevel, profile string
+	quiet                  float64
 }
 
 func (o *options) main() error {
@@ -93,7 +94,8 @@ func (o *options) main() error {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
-		fmt.Printf("\nRun %d of %d, load average before it: %s\n\n", i+1, o.runs, loadAverage())
+		servers.WaitQuiet(o.quiet, 10*time.Minute)
+		fmt.Printf("\nRun %d of %d, load average before it: %s\n\n", i+1, o.runs, servers.LoadAverage())
 		if err := o.run(dir); err != nil {
 			return err
 		}
@@ -325,19 +327,4 @@ func save(url, path string) error {
 		return err
 	}
 	return f.Close()
-}
-
-// loadAverage is the first line of /proc/loadavg's three averages.
-func loadAverage() string {
-	f, err := os.Open("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	defer f.Close()
-	line, _ := bufio.NewReader(f).ReadString('\n')
-	fields := strings.Fields(line)
-	if len(fields) < 3 {
-		return "unknown"
-	}
-	return strings.Join(fields[:3], " ")
 }
