@@ -330,3 +330,44 @@ func TestBadgerJournal(t *testing.T) {
 		t.Fatalf("in memory: %q", got)
 	}
 }
+
+// BenchmarkDedupeRecord is what one callback message writes, on each
+// store: in Badger a claim (PutIfAbsent) replaced by the answer
+// (CompareAndSwap), on a new key each time; in the journal the answer
+// alone (the claim stays in memory). Recorded in BENCHMARKS.md.
+func BenchmarkDedupeRecord(b *testing.B) {
+	answer := append([]byte{'d'}, bytes.Repeat([]byte("x"), 600)...)
+	claim := []byte("p0123456789abcdef")
+	ctx := context.Background()
+	b.Run("badger", func(b *testing.B) {
+		s := openTest(b, b.TempDir(), BadgerOptions{})
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			key := fmt.Sprintf("cb/d/%032x", i)
+			i++
+			if ok, err := s.PutIfAbsent(ctx, key, claim, 11*time.Minute); !ok || err != nil {
+				b.Fatal(ok, err)
+			}
+			if ok, err := s.CompareAndSwap(ctx, key, claim, answer, 11*time.Minute); !ok || err != nil {
+				b.Fatal(ok, err)
+			}
+		}
+	})
+	b.Run("journal", func(b *testing.B) {
+		j, err := OpenJournal(b.TempDir(), JournalOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer j.Close()
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			key := fmt.Sprintf("cb/d/%032x", i)
+			i++
+			if err := j.Put(ctx, key, answer, 11*time.Minute); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
