@@ -56,8 +56,9 @@ func freePort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// configLines are lines added to a table of the test config.
-type configLines struct{ server, oauth []string }
+// configLines are lines added to a sandbox config: to [server], to
+// [oauth], and at the end (whole sections).
+type configLines struct{ server, oauth, tail []string }
 
 // writeSandboxConfig writes a sandbox config for addr and dir, with extra
 // lines. The admin listener is off unless they set it, so that tests
@@ -65,9 +66,9 @@ type configLines struct{ server, oauth []string }
 func writeSandboxConfig(t *testing.T, addr, dir string, extra ...configLines) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.toml")
-	var server, oauth []string
+	var server, oauth, tail []string
 	for _, e := range extra {
-		server, oauth = append(server, e.server...), append(oauth, e.oauth...)
+		server, oauth, tail = append(server, e.server...), append(oauth, e.oauth...), append(tail, e.tail...)
 	}
 	if !strings.Contains(strings.Join(server, "\n"), "admin_listen") {
 		server = append(server, `admin_listen = ""`)
@@ -83,7 +84,7 @@ dir = %q
 sandbox = true
 [oauth]
 allowed_return_hosts = ["127.0.0.1"]
-`+strings.Join(oauth, "\n")+"\n", addr, dir)
+`+strings.Join(oauth, "\n")+"\n"+strings.Join(tail, "\n")+"\n", addr, dir)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

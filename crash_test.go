@@ -2,15 +2,21 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/callback"
 )
 
 var testUsers = []string{"oSBX_zhangsan", "oSBX_xiaoming", "oSBX_ahua", "oSBX_lisi"}
@@ -188,5 +194,128 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 				t.Fatalf("restored appliance fetched the token %d times, want 0", n)
 			}
 		})
+	}
+}
+
+// TestCrashKeepsCallbackAnswers kills the binary with SIGKILL while WeChat
+// pushes messages, restarts it on the same data directory, and repeats
+// every message that had been answered before the kill, as WeChat's retry
+// would: each gets the answer it got before, byte for byte (an encrypted
+// reply has a fresh nonce, so a second dispatch could not match), and a
+// new message is still answered afresh.
+func TestCrashKeepsCallbackAnswers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary through a kill")
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	addr := freePort(t)
+	config := writeSandboxConfig(t, addr, dir, configLines{tail: []string{
+		"[[callback.rules.keywords]]", `keyword = "ping"`, `content = "pong"`,
+	}})
+	crypter, err := callback.NewCrypter(sandbox.DefaultEncodingAESKey, sandbox.DefaultAppID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgID atomic.Int64
+	push := func(base string, req pushRequest) (string, error) {
+		resp, err := http.Post(base+"/callback?"+req.query, "text/xml", strings.NewReader(req.body))
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != 200 {
+			err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+		}
+		return string(b), err
+	}
+	newRequest := func() pushRequest {
+		return sealPush(t, crypter, msgID.Add(1))
+	}
+
+	p := start(t, config, addr)
+	type answered struct {
+		req    pushRequest
+		answer string
+	}
+	var (
+		mu   sync.Mutex
+		sent []answered
+	)
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				req := newRequest()
+				answer, err := push(p.base, req)
+				if err != nil {
+					continue // the process is being killed
+				}
+				mu.Lock()
+				sent = append(sent, answered{req, answer})
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(700 * time.Millisecond)
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	p.done <- nil
+	stop()
+	wg.Wait()
+	if len(sent) == 0 {
+		t.Fatal("no message was answered before the kill")
+	}
+
+	p = start(t, config, addr)
+	for _, a := range sent {
+		if !strings.HasPrefix(a.answer, "<xml>") {
+			t.Fatalf("first answer %q is not an encrypted reply", a.answer)
+		}
+		again, err := push(p.base, a.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again != a.answer {
+			t.Fatalf("retry after the crash answered\n%s\nwant, byte for byte,\n%s", again, a.answer)
+		}
+	}
+	fresh := newRequest()
+	first, err := push(p.base, fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second, err := push(p.base, fresh); err != nil || second != first || !strings.HasPrefix(first, "<xml>") {
+		t.Fatalf("a new message after the restart: %q then %q, %v", first, second, err)
+	}
+	t.Logf("%d answers survived the kill byte for byte", len(sent))
+}
+
+// pushRequest is a signed push as WeChat sends it, and as its retries
+// repeat it.
+type pushRequest struct{ query, body string }
+
+// sealPush is a safe-mode text message "ping" with msgID, to the sandbox's
+// callback credentials.
+func sealPush(t *testing.T, c *callback.Crypter, msgID int64) pushRequest {
+	t.Helper()
+	now := time.Now().Unix()
+	xml := fmt.Sprintf(`<xml><ToUserName><![CDATA[gh_sandbox000000]]></ToUserName><FromUserName><![CDATA[oSBX_zhangsan]]></FromUserName><CreateTime>%d</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[ping]]></Content><MsgId>%d</MsgId></xml>`, now, msgID)
+	encrypt, err := c.Encrypt(rand.Reader, []byte(xml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, nonce := fmt.Sprint(now), fmt.Sprint(msgID)
+	q := callback.Query{
+		Signature:    callback.Signature(sandbox.DefaultCallbackToken, ts, nonce),
+		MsgSignature: callback.Signature(sandbox.DefaultCallbackToken, ts, nonce, encrypt),
+		Timestamp:    ts, Nonce: nonce, EncryptType: "aes", OpenID: "oSBX_zhangsan",
+	}
+	return pushRequest{
+		query: q.Values().Encode(),
+		body:  `<xml><ToUserName><![CDATA[gh_sandbox000000]]></ToUserName><Encrypt><![CDATA[` + encrypt + `]]></Encrypt></xml>`,
 	}
 }

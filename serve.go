@@ -19,7 +19,11 @@ func (m *Main) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := appliance.NewLogger(m.Stderr, cfg.Server)
+	// Lines are written by a goroutine of their own, in batches under
+	// load (appliance.LogWriter); Close writes the last ones out.
+	logs := appliance.NewLogWriter(m.Stderr)
+	defer logs.Close()
+	log, err := appliance.NewLogger(logs, cfg.Server)
 	if err != nil {
 		return err
 	}

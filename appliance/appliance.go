@@ -190,8 +190,15 @@ func (a *Appliance) build(opts Options) error {
 	}
 	a.app = newApp(a.cfg.WeChat, client, store, a.bus, a.instance, opts.Now, a.log, a.ops.credentialFetched)
 	a.web = oauth.NewWeb(client, a.cfg.WeChat.AppID, a.cfg.WeChat.AppSecret, a.cfg.WeChat.OAuthBase, opts.Now)
+	// Badger is one process's: only these Sessions write its sessions.
+	// Any other store may be shared, and its sessions changed elsewhere.
+	var sessionBus kv.Bus
+	if _, private := a.store.(*kv.Badger); !private {
+		sessionBus = a.bus
+	}
 	a.sessions = oauth.NewSessions(store, a.web, oauth.SessionConfig{
 		TTL:              a.cfg.OAuth.SessionTTL.D(),
+		Bus:              sessionBus,
 		MaxPendingLogins: a.cfg.OAuth.MaxPendingLogins,
 		Now:              opts.Now,
 		Logger:           a.log.With("component", "sessions"),
@@ -260,6 +267,7 @@ func (a *Appliance) Start() {
 	a.stopBackground = cancel
 	a.goBackground(ctx, "access_token refresher", a.app.Run)
 	a.goBackground(ctx, "jsapi_ticket refresher", a.jssdk.Run)
+	a.goBackground(ctx, "session notices", a.sessions.Run)
 	if a.registry != nil {
 		joinCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if err := a.registry.Join(joinCtx); err != nil {

@@ -1,7 +1,6 @@
 package appliance
 
 import (
-	"context"
 	"net/http"
 	"slices"
 	"strings"
@@ -16,8 +15,8 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 // 504 when the deadline passes, never hangs.
 func (a *Appliance) handle(timeout time.Duration, h handlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), timeout)
-		defer cancel()
+		ctx := newLazyDeadline(r.Context(), timeout)
+		defer ctx.stop()
 		if err := h(w, r.WithContext(ctx)); err != nil {
 			writeError(w, r, a.log, err)
 		}

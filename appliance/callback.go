@@ -1,8 +1,10 @@
 package appliance
 
 import (
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -29,11 +31,15 @@ func (a *Appliance) newCallback(store kv.Store, now func() time.Time) (*callback
 		return nil, err
 	}
 	log := a.log.With("component", "callback")
+	dedupe, err := a.dedupeStore(store, log)
+	if err != nil {
+		return nil, err
+	}
 	var late callback.LateSender
 	if cb.LateReply == LateReplyCustomMessage {
 		late = &customSender{app: a.app, log: log, observe: a.ops.lateReply}
 	}
-	return callback.New(store, d, callback.Config{
+	return callback.New(dedupe, d, callback.Config{
 		Token:                  cb.Token,
 		AppID:                  a.cfg.WeChat.AppID,
 		EncodingAESKey:         cb.EncodingAESKey,
@@ -47,6 +53,59 @@ func (a *Appliance) newCallback(store kv.Store, now func() time.Time) (*callback
 		Logger:                 log,
 		Observe:                a.ops.callbackMessage,
 	})
+}
+
+// dedupeStore is where the callback keeps its dedupe records. On Badger,
+// which this process alone holds, claims stay in memory and answers go to a
+// journal beside the store (callback.LocalStore): a message costs one
+// append instead of two Badger transactions, whose flushes and compactions
+// halved the throughput as a load went on (BENCHMARKS.md). Several
+// instances on Redis share the records through the store.
+func (a *Appliance) dedupeStore(store kv.Store, log *slog.Logger) (callback.Store, error) {
+	b, ok := a.store.(*kv.Badger)
+	if !ok {
+		return store, nil
+	}
+	j, err := b.Journal("callback")
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, err := callback.ImportAnswers(ctx, b, j)
+	switch {
+	case err != nil:
+		// Only answers to retries of the last minutes are at stake.
+		log.Warn("could not move the dedupe records of an earlier version", "err", err)
+	case n > 0:
+		log.Info("moved the dedupe records of an earlier version to the journal", "records", n)
+	}
+	return countingDedupe{Store: callback.LocalStore(j), count: countingStore{failed: a.ops.storageError}.count}, nil
+}
+
+// countingDedupe counts the failures of the callback's local dedupe
+// records in the metrics, as countingStore does for the store's.
+type countingDedupe struct {
+	callback.Store
+	count func(op string, err error)
+}
+
+func (s countingDedupe) Get(ctx context.Context, key string) ([]byte, error) {
+	v, err := s.Store.Get(ctx, key)
+	s.count("get", err)
+	return v, err
+}
+
+func (s countingDedupe) PutIfAbsent(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	ok, err := s.Store.PutIfAbsent(ctx, key, value, ttl)
+	s.count("put_if_absent", err)
+	return ok, err
+}
+
+func (s countingDedupe) CompareAndSwap(ctx context.Context, key string, old, value []byte, ttl time.Duration) (bool, error) {
+	ok, err := s.Store.CompareAndSwap(ctx, key, old, value, ttl)
+	s.count("compare_and_swap", err)
+	return ok, err
 }
 
 // sandboxCallbackTarget tells the sandbox's push page where and how to

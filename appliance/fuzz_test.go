@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"encoding/json"
 	"net/url"
 	"strings"
 	"testing"
@@ -63,6 +64,26 @@ func FuzzParseConfig(f *testing.F) {
 			if !strings.Contains(err.Error(), ": ") {
 				t.Fatalf("validation error without a key: %v", err)
 			}
+		}
+	})
+}
+
+// FuzzPlainURLBody: whatever the fast path reads, json.Unmarshal reads
+// the same way.
+func FuzzPlainURLBody(f *testing.F) {
+	for _, s := range []string{`{"url":"https://app.example.com/p?x=1&y=2"}`, `{"url":"a\"b"}`, `{"url":"\u00e9"}`, `{"url":""}`, `{"URL":"x"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got, ok := plainURLBody(body)
+		if !ok {
+			return
+		}
+		var in struct {
+			URL string `json:"url"`
+		}
+		if err := json.Unmarshal(body, &in); err != nil || in.URL != got {
+			t.Fatalf("fast path read %q from %q; json.Unmarshal %q, %v", got, body, in.URL, err)
 		}
 	})
 }

@@ -76,8 +76,11 @@ const (
 // dedupePoll is how often a duplicate looks for the first delivery's answer.
 const dedupePoll = 20 * time.Millisecond
 
+// dedupePrefix starts every dedupe record's key.
+const dedupePrefix = "cb/d/"
+
 // dedupeKey is where the dedupe record of m lives.
-func dedupeKey(m *Message) string { return "cb/d/" + messageID(m) }
+func dedupeKey(m *Message) string { return dedupePrefix + messageID(m) }
 
 // messageID identifies a message across WeChat's retries: its MsgId, or for
 // events (which have none) sender, creation time and event. The parts are

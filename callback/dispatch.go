@@ -59,6 +59,30 @@ func (d *Dispatcher) SetSubscriber(s Subscriber) {
 	d.sub.Store(&subscriberBox{s})
 }
 
+// matcher is a Subscriber that can tell, without delivering, whether it
+// takes a push of msgType and event now (rpc.Server: whether a backend
+// subscribed to it is connected).
+type matcher interface {
+	Matches(msgType, event string) bool
+}
+
+// rulesOnly returns the rules' reply to msg, with ok, when no subscriber
+// can take msg: then nothing can block or run late, and the caller needs
+// no deadline. A subscriber that comes a moment later sees the next
+// message.
+func (d *Dispatcher) rulesOnly(msg *Message) (reply *Reply, source Source, ok bool) {
+	if box := d.sub.Load(); box != nil {
+		m, isMatcher := box.Subscriber.(matcher)
+		if !isMatcher || m.Matches(msg.MsgType, msg.Event) {
+			return nil, "", false
+		}
+	}
+	if reply := d.rules.Reply(msg); reply != nil {
+		return reply, SourceRules, true
+	}
+	return nil, SourceNone, true
+}
+
 // Dispatch returns the reply to msg and its source; a nil reply means
 // "success". An error (the subscriber failed, or answered an invalid reply)
 // comes with a nil reply.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -293,6 +294,35 @@ func FuzzHandle(f *testing.F) {
 		}
 		if m := got.Load(); m != nil {
 			checkTypedAgree(t, m)
+		}
+	})
+}
+
+// FuzzScanFields checks the fast XML path against encoding/xml: whatever
+// scanFields accepts, decodeFields accepts too and reads the same fields.
+func FuzzScanFields(f *testing.F) {
+	for _, seed := range []string{
+		textXML("1", "ping"),
+		eventXML("subscribe", 1700000000, "qrscene_1"),
+		"<xml><a>1</a><a>2</a><b><c>x</c> t </b><d/><e></e></xml>",
+		"<xml> <![CDATA[x]]> <A.b-c_1>y</A.b-c_1></xml>\n",
+		"<xml>\u4f60\u597d<![CDATA[]]]]><![CDATA[>]]></xml>",
+		"<xml><a>x&amp;y</a></xml>",
+		"<xml><a b=\"1\">x</a></xml>",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, ok := scanFields(data)
+		slow, err := decodeFields(data)
+		if !ok {
+			return
+		}
+		if err != nil {
+			t.Fatalf("scanFields accepted what encoding/xml refuses (%v): %q", err, data)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("fields differ for %q:\nscan   %#v\ndecode %#v", data, fast, slow)
 		}
 	})
 }

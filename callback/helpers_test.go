@@ -69,11 +69,34 @@ func (f subscriberFunc) Deliver(ctx context.Context, msg *Message) (*Reply, bool
 // frozen clock and fixed randomness.
 type testService struct {
 	*Service
-	store *kv.Badger
-	logs  *logtest.Buffer
+	logs *logtest.Buffer
+}
+
+// dedupeStores are the two ways the appliance keeps dedupe records: in the
+// store itself (kv.Store; what several instances on Redis share), and
+// claims in memory with answers in a journal (LocalStore, on Badger).
+var dedupeStores = map[string]func(t testing.TB) Store{
+	"kv store": func(t testing.TB) Store { return kvtest.Badger(t) },
+	"local":    func(t testing.TB) Store { return LocalStore(testJournal(t)) },
+}
+
+// testJournal is a fresh journal beside a fresh Badger store.
+func testJournal(t testing.TB) *kv.Journal {
+	t.Helper()
+	j, err := kvtest.Badger(t).Journal("callback")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
 }
 
 func newTestService(t testing.TB, rules Rules, mutate func(*Config)) *testService {
+	t.Helper()
+	return newTestServiceOn(t, kvtest.Badger(t), rules, mutate)
+}
+
+// newTestServiceOn is newTestService with its dedupe records in st.
+func newTestServiceOn(t testing.TB, st Store, rules Rules, mutate func(*Config)) *testService {
 	t.Helper()
 	d, err := NewDispatcher(rules)
 	if err != nil {
@@ -92,12 +115,11 @@ func newTestService(t testing.TB, rules Rules, mutate func(*Config)) *testServic
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	st := kvtest.Badger(t)
 	s, err := New(st, d, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testService{Service: s, store: st, logs: logs}
+	return &testService{Service: s, logs: logs}
 }
 
 // textXML is a user's text message as WeChat sends it.

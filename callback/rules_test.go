@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -158,5 +159,52 @@ func TestDispatchOrder(t *testing.T) {
 	// Removed again: back to the rules.
 	if reply, src, _ := d.Dispatch(ctx, msg); src != SourceRules || reply.Content != "exact help" {
 		t.Fatalf("after SetSubscriber(nil): %+v %s", reply, src)
+	}
+}
+
+// matchingSubscriber is a subscriber that says which pushes it takes.
+type matchingSubscriber struct {
+	subscriberFunc
+	types map[string]bool
+}
+
+func (m matchingSubscriber) Matches(msgType, _ string) bool { return m.types[msgType] }
+
+// A subscriber that says it takes no push like this one is not asked: the
+// rules answer on the request's goroutine. One that takes it, or cannot
+// tell, is asked through the deadline's machinery.
+func TestRulesOnlyWhenNoSubscriberMatches(t *testing.T) {
+	var delivered atomic.Int32
+	backend := subscriberFunc(func(context.Context, *Message) (*Reply, bool, error) {
+		delivered.Add(1)
+		return &Reply{Type: ReplyText, Content: "from backend"}, true, nil
+	})
+	tests := []struct {
+		name      string
+		sub       Subscriber
+		want      string
+		delivered int32
+	}{
+		{"no subscriber", nil, "exact help", 0},
+		{"subscribed to other types", matchingSubscriber{backend, map[string]bool{TypeImage: true}}, "exact help", 0},
+		{"subscribed to text", matchingSubscriber{backend, map[string]bool{TypeText: true}}, "from backend", 1},
+		{"cannot tell", backend, "from backend", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			delivered.Store(0)
+			s := newTestService(t, testRules(), plaintextOnly)
+			if tt.sub != nil {
+				s.SetSubscriber(tt.sub)
+			}
+			ans, err := s.Handle(t.Context(), plainRequest(testToken, testTimestamp(), "1"), []byte(textXML("77", "help")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := ParseMessage(ans.Body)
+			if err != nil || m.Content != tt.want || delivered.Load() != tt.delivered {
+				t.Fatalf("answer %q (%v), %d deliveries; want %q, %d", m.Content, err, delivered.Load(), tt.want, tt.delivered)
+			}
+		})
 	}
 }

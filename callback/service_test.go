@@ -318,51 +318,59 @@ func TestDedupe(t *testing.T) {
 		{"event at another time", eventXML("LOCATION", 1700000000, ""), eventXML("LOCATION", 1700000005, ""), false, 2},
 		{"other event at the same time", eventXML("subscribe", 1700000000, ""), eventXML("SCAN", 1700000000, ""), false, 2},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var mutate func(*Config)
-			if !tt.encrypted {
-				mutate = plaintextOnly
-			}
-			s := newTestService(t, Rules{}, mutate)
-			var n atomic.Int32
-			s.SetSubscriber(subscriberFunc(func(_ context.Context, m *Message) (*Reply, bool, error) {
-				k := n.Add(1)
-				return &Reply{Type: ReplyText, Content: fmt.Sprintf("answer %d", k)}, true, nil
-			}))
-			send := func(xml, nonce string) []byte {
-				var q Query
-				var body []byte
-				if tt.encrypted {
-					q, body = sealRequest(t, asSafe, testKey, testAppID, xml, ts, nonce)
-				} else {
-					q, body = plainRequest(testToken, ts, nonce), []byte(xml)
+	for storeName, newStore := range dedupeStores {
+		for _, tt := range tests {
+			t.Run(storeName+"/"+tt.name, func(t *testing.T) {
+				var mutate func(*Config)
+				if !tt.encrypted {
+					mutate = plaintextOnly
 				}
-				ans, err := s.Handle(t.Context(), q, body)
-				if err != nil {
-					t.Fatal(err)
+				s := newTestServiceOn(t, newStore(t), Rules{}, mutate)
+				var n atomic.Int32
+				s.SetSubscriber(subscriberFunc(func(_ context.Context, m *Message) (*Reply, bool, error) {
+					k := n.Add(1)
+					return &Reply{Type: ReplyText, Content: fmt.Sprintf("answer %d", k)}, true, nil
+				}))
+				send := func(xml, nonce string) []byte {
+					var q Query
+					var body []byte
+					if tt.encrypted {
+						q, body = sealRequest(t, asSafe, testKey, testAppID, xml, ts, nonce)
+					} else {
+						q, body = plainRequest(testToken, ts, nonce), []byte(xml)
+					}
+					ans, err := s.Handle(t.Context(), q, body)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return ans.Body
 				}
-				return ans.Body
-			}
-			a := send(tt.first, "1")
-			b := send(tt.retry, "1") // WeChat's retry repeats the query string
-			if got := n.Load(); got != tt.dispatches {
-				t.Fatalf("dispatched %d times, want %d", got, tt.dispatches)
-			}
-			if tt.dispatches == 1 && string(a) != string(b) {
-				t.Fatalf("retry got another answer:\n%s\n%s", a, b)
-			}
-			if tt.dispatches == 2 && string(a) == string(b) {
-				t.Fatal("distinct messages got the same answer")
-			}
-		})
+				a := send(tt.first, "1")
+				b := send(tt.retry, "1") // WeChat's retry repeats the query string
+				if got := n.Load(); got != tt.dispatches {
+					t.Fatalf("dispatched %d times, want %d", got, tt.dispatches)
+				}
+				if tt.dispatches == 1 && string(a) != string(b) {
+					t.Fatalf("retry got another answer:\n%s\n%s", a, b)
+				}
+				if tt.dispatches == 2 && string(a) == string(b) {
+					t.Fatal("distinct messages got the same answer")
+				}
+			})
+		}
 	}
 }
 
 // Concurrent deliveries of one message (a retry while the first is still
 // being answered) dispatch once and all get the first answer.
 func TestDedupeConcurrent(t *testing.T) {
-	s := newTestService(t, Rules{}, nil)
+	for name, newStore := range dedupeStores {
+		t.Run(name, func(t *testing.T) { testDedupeConcurrent(t, newStore(t)) })
+	}
+}
+
+func testDedupeConcurrent(t *testing.T, st Store) {
+	s := newTestServiceOn(t, st, Rules{}, nil)
 	release := make(chan struct{})
 	var n atomic.Int32
 	s.SetSubscriber(subscriberFunc(func(context.Context, *Message) (*Reply, bool, error) {
@@ -576,7 +584,13 @@ func TestStoreDownStillAnswers(t *testing.T) {
 // WeChat hanging up before the answer must not lose the dedupe record: its
 // retry is answered from the store, not dispatched again.
 func TestHungUpRequestIsStillRemembered(t *testing.T) {
-	s := newTestService(t, Rules{}, plaintextOnly)
+	for name, newStore := range dedupeStores {
+		t.Run(name, func(t *testing.T) { testHungUpRequestIsStillRemembered(t, newStore(t)) })
+	}
+}
+
+func testHungUpRequestIsStillRemembered(t *testing.T, st Store) {
+	s := newTestServiceOn(t, st, Rules{}, plaintextOnly)
 	var n atomic.Int32
 	s.SetSubscriber(subscriberFunc(func(context.Context, *Message) (*Reply, bool, error) {
 		n.Add(1)

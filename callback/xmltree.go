@@ -20,8 +20,19 @@ const maxDepth = 16
 // elements, if not blank, is kept under "#text".
 //
 // It is the one parser for both the outer body and the decrypted message,
-// so the same limits apply to both.
+// so the same limits apply to both. The XML WeChat sends is read by
+// scanFields; decodeFields, with encoding/xml, reads (or refuses)
+// everything else.
 func parseFields(data []byte) (map[string]any, error) {
+	if fields, ok := scanFields(data); ok {
+		return fields, nil
+	}
+	return decodeFields(data)
+}
+
+// decodeFields is parseFields with encoding/xml, which defines what
+// parseFields accepts and returns.
+func decodeFields(data []byte) (map[string]any, error) {
 	dec := xml.NewDecoder(bytes.NewReader(data))
 	dec.Strict = true
 	dec.Entity = nil // only the five predefined entities

@@ -112,9 +112,10 @@ type Badger struct {
 	// writes out of the way of a reclaim without stopping reads.
 	mu       sync.RWMutex
 	db       *badger.DB
-	wmu      sync.RWMutex // held for reading by writes, for writing by a reclaim
-	readOnly bool         // opened read-only because the disk was below the floor
-	lost     error        // why db is nil although Close was not called
+	wmu      sync.RWMutex        // held for reading by writes, for writing by a reclaim
+	readOnly bool                // opened read-only because the disk was below the floor
+	lost     error               // why db is nil although Close was not called
+	journals map[string]*Journal // opened beside the store, closed with it
 
 	// Touched only by the maintenance goroutine.
 	nextReopen     time.Time
@@ -381,15 +382,20 @@ func (b *Badger) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.lost = nil
+	var errs []error
+	for _, j := range b.journals {
+		errs = append(errs, j.Close())
+	}
+	b.journals = nil
 	if b.db == nil {
-		return nil
+		return errors.Join(errs...)
 	}
 	db := b.db
 	b.db = nil
 	if err := db.Close(); err != nil {
-		return fmt.Errorf("kv: close %q: %w", b.dir, err)
+		errs = append(errs, fmt.Errorf("kv: close %q: %w", b.dir, err))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // writable returns nil when a write of about n bytes may go to Badger, or

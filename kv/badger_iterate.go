@@ -16,6 +16,12 @@ import (
 // Each is not part of Store: the services never iterate, only Migrate
 // does.
 func (b *Badger) Each(ctx context.Context, fn func(key string, value []byte, expiresAt time.Time) error) error {
+	return b.EachPrefix(ctx, "", fn)
+}
+
+// EachPrefix is Each for the keys starting with prefix only: Badger seeks
+// to them, so the cost is in the keys that match.
+func (b *Badger) EachPrefix(ctx context.Context, prefix string, fn func(key string, value []byte, expiresAt time.Time) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -27,7 +33,9 @@ func (b *Badger) Each(ctx context.Context, fn func(key string, value []byte, exp
 	return b.db.View(func(txn *badger.Txn) error {
 		// The iterator skips deleted and expired keys and Badger's
 		// internal ones.
-		it := txn.NewIterator(badger.DefaultIteratorOptions)
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(prefix)
+		it := txn.NewIterator(opts)
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			if err := ctx.Err(); err != nil {

@@ -58,6 +58,10 @@ type Session struct {
 	AccessExpiresAt time.Time `json:"access_expires_at"`
 	RefreshToken    string    `json:"refresh_token"`
 	CreatedAt       time.Time `json:"created_at"`
+	// ExpiresAt is when the store drops the session (CreatedAt plus the
+	// session TTL when it was written), so that a copy in memory never
+	// outlives it. Zero in records of earlier versions.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
 }
 
 // HasUserInfoScope reports whether the user agreed to share their profile.
@@ -94,6 +98,11 @@ type Login struct {
 // SessionConfig configures Sessions.
 type SessionConfig struct {
 	TTL time.Duration // how long a login lasts
+	// Bus carries notices of changed sessions between the instances
+	// sharing the store, whose copies in memory then drop them (see Run).
+	// Nil means no other process writes the store (Badger): copies are
+	// kept until the sessions expire.
+	Bus kv.Bus
 	// MaxPendingLogins bounds the login states stored at once: logins begun
 	// within LoginStateTTL. Zero means DefaultMaxPendingLogins.
 	MaxPendingLogins int
@@ -105,11 +114,13 @@ type SessionConfig struct {
 // one-time login tickets.
 type Sessions struct {
 	store   kv.Store
+	bus     kv.Bus // nil: nobody else writes the store
 	web     *Web
 	ttl     time.Duration
 	now     func() time.Time
 	log     *slog.Logger
 	pending loginWindow
+	cache   sessionCache
 }
 
 // DefaultMaxPendingLogins is ten thousand logins per ten minutes: a campus
@@ -127,8 +138,14 @@ func NewSessions(store kv.Store, web *Web, cfg SessionConfig) *Sessions {
 	if cfg.MaxPendingLogins <= 0 {
 		cfg.MaxPendingLogins = DefaultMaxPendingLogins
 	}
-	return &Sessions{store: store, web: web, ttl: cfg.TTL, now: cfg.Now, log: cfg.Logger,
+	s := &Sessions{store: store, bus: cfg.Bus, web: web, ttl: cfg.TTL, now: cfg.Now, log: cfg.Logger,
 		pending: loginWindow{max: cfg.MaxPendingLogins}}
+	if s.bus == nil {
+		s.cache.keep = true
+	} else {
+		s.cache.maxAge = sharedMaxAge // and kept only while Run follows the bus
+	}
+	return s
 }
 
 // NewSecret returns a random id for a session, nonce, ticket or browser
@@ -172,7 +189,7 @@ func (s *Sessions) Create(ctx context.Context, tok UserToken) (string, error) {
 	if err := s.put(ctx, id, sess); err != nil {
 		return "", err
 	}
-	return id, nil
+	return id, nil // a new id: no copy of it anywhere to drop
 }
 
 // Lookup returns the session with id, or ErrNoSession.
@@ -180,7 +197,13 @@ func (s *Sessions) Lookup(ctx context.Context, id string) (Session, error) {
 	if !ValidSecret(id) {
 		return Session{}, ErrNoSession
 	}
-	data, err := s.store.Get(ctx, hashKey(sessionPrefix, id))
+	h := sessionHash(id)
+	now := s.now()
+	if sess, ok := s.cache.get(h, now); ok {
+		return sess, nil
+	}
+	epoch := s.cache.begin()
+	data, err := s.store.Get(ctx, sessionPrefix+h)
 	if errors.Is(err, kv.ErrNotFound) {
 		return Session{}, ErrNoSession
 	}
@@ -191,6 +214,7 @@ func (s *Sessions) Lookup(ctx context.Context, id string) (Session, error) {
 	if err := json.Unmarshal(data, &sess); err != nil || sess.OpenID == "" {
 		return Session{}, fmt.Errorf("%w: unreadable session record", ErrNoSession)
 	}
+	s.cache.put(h, sess, epoch, now)
 	return sess, nil
 }
 
@@ -213,7 +237,12 @@ func (s *Sessions) Delete(ctx context.Context, id string) error {
 	if !ValidSecret(id) {
 		return nil
 	}
-	return s.store.Delete(ctx, hashKey(sessionPrefix, id))
+	h := sessionHash(id)
+	if err := s.store.Delete(ctx, sessionPrefix+h); err != nil {
+		return err
+	}
+	s.changed(ctx, h)
+	return nil
 }
 
 // UserInfo is sns/userinfo for the session's user. The user token is renewed
@@ -272,13 +301,16 @@ func (s *Sessions) refresh(ctx context.Context, id string, sess Session) (Sessio
 	if err := s.put(ctx, id, sess); err != nil {
 		return Session{}, err
 	}
+	s.changed(ctx, sessionHash(id))
 	return sess, nil
 }
 
 // put stores sess until CreatedAt + TTL: refreshing a token does not extend
-// the login.
+// the login. A session that copies may hold must be dropped afterwards
+// (changed).
 func (s *Sessions) put(ctx context.Context, id string, sess Session) error {
-	ttl := sess.CreatedAt.Add(s.ttl).Sub(s.now())
+	sess.ExpiresAt = sess.CreatedAt.Add(s.ttl)
+	ttl := sess.ExpiresAt.Sub(s.now())
 	if ttl <= 0 {
 		return ErrNoSession
 	}
@@ -286,7 +318,7 @@ func (s *Sessions) put(ctx context.Context, id string, sess Session) error {
 	if err != nil {
 		return err
 	}
-	if err := s.store.Put(ctx, hashKey(sessionPrefix, id), data, ttl); err != nil {
+	if err := s.store.Put(ctx, sessionPrefix+sessionHash(id), data, ttl); err != nil {
 		return fmt.Errorf("store session: %w", err)
 	}
 	return nil

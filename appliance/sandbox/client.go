@@ -35,14 +35,25 @@ func Login(base, openid string) (string, error) {
 }
 
 // LoginWith is Login with the client given (its transport, say); a new
-// cookie jar is set on it when it has none.
+// cookie jar is set on it when it has none. The page the login returns to
+// is not fetched: the appliance may have no sandbox of its own to serve
+// it (several instances beside a standalone one).
 func LoginWith(c *http.Client, base, openid string) (string, error) {
 	if c.Jar == nil {
 		c.Jar, _ = cookiejar.New(nil)
 	}
-	jar := c.Jar
 	page := base + "/sandbox/demo"
-	resp, err := c.Get(base + "/auth?state=" + url.QueryEscape(page))
+	stopAtPage := *c
+	stopAtPage.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if req.URL.String() == page {
+			return http.ErrUseLastResponse
+		}
+		if len(via) >= 10 {
+			return fmt.Errorf("stopped after %d redirects", len(via))
+		}
+		return nil
+	}
+	resp, err := stopAtPage.Get(base + "/auth?state=" + url.QueryEscape(page))
 	if err != nil {
 		return "", err
 	}
@@ -59,19 +70,19 @@ func LoginWith(c *http.Client, base, openid string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// Redirects: confirm -> /auth/code -> the demo page. Only a fully
-	// received 302 from /auth/code sets the cookie in the jar.
-	resp, err = c.Get(target.String())
+	// Redirects: confirm -> /auth/code, whose 302 to the page sets the
+	// cookie in the jar once fully received.
+	resp, err = stopAtPage.Get(target.String())
 	if err != nil {
 		return "", err
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.Request.URL.String() != page {
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != page {
 		return "", fmt.Errorf("login ended at %d %s", resp.StatusCode, resp.Request.URL)
 	}
 	u, _ := url.Parse(base)
-	for _, ck := range jar.Cookies(u) {
+	for _, ck := range c.Jar.Cookies(u) {
 		if ck.Name == "wxappliance_session" {
 			return ck.Value, nil
 		}

@@ -17,12 +17,14 @@ import (
 // callbackScenario posts safe-mode (encrypted) text messages to the
 // callback, as WeChat does, each with a new MsgId so every one is verified,
 // decrypted, deduped, matched against a keyword rule and answered with an
-// encrypted reply, never served from the dedupe store.
-func callbackScenario(base string) (scenario, error) {
+// encrypted reply, never served from the dedupe store. With several
+// instances the messages go to each in turn.
+func callbackScenario(bases []string) (scenario, error) {
 	crypter, err := callback.NewCrypter(sandbox.DefaultEncodingAESKey, sandbox.DefaultAppID)
 	if err != nil {
 		return scenario{}, err
 	}
+	base := roundRobin(bases)
 	var msgID atomic.Int64
 	msgID.Store(time.Now().UnixNano())
 	return scenario{
@@ -46,7 +48,7 @@ func callbackScenario(base string) (scenario, error) {
 				"msg_signature": {callback.Signature(sandbox.DefaultCallbackToken, ts, nonce, encrypt)},
 			}
 			body := `<xml><ToUserName><![CDATA[gh_sandbox000000]]></ToUserName><Encrypt><![CDATA[` + encrypt + `]]></Encrypt></xml>`
-			req, err := http.NewRequest(http.MethodPost, base+"/callback?"+q.Encode(), strings.NewReader(body))
+			req, err := http.NewRequest(http.MethodPost, base()+"/callback?"+q.Encode(), strings.NewReader(body))
 			if err != nil {
 				return nil, err
 			}

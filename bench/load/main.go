@@ -2,6 +2,7 @@
 // anyone can re-run:
 //
 //	go run ./bench/load -duration 10s -conns 32
+//	go run ./bench/load -duration 10s -conns 32 -backend redis -instances 2
 //
 // It builds the static binary, starts it in sandbox mode with a fresh data
 // directory, logs a user in, then drives each scenario for a fixed duration
@@ -10,6 +11,15 @@
 // prints a Markdown report: requests/s, p50 and p99 latency per scenario,
 // the appliance's peak RSS, and how many times the appliance fetched the
 // access_token and jsapi_ticket from (the sandbox's) WeChat during the run.
+//
+// With -backend redis it starts its own redis-server (no persistence, on a
+// free loopback port, files in its temporary directory) and the fake WeChat
+// alone (wxappliance sandbox -listen), then starts -instances appliances on
+// them at once, as a cold start of a cluster, and spreads every scenario's
+// requests over the instances in turn. The user logs in through the first
+// instance; every instance serves that session. The upstream fetches are
+// the cluster's, for which central control promises one access_token and
+// one jsapi_ticket in all; peak RSS is reported per instance.
 package main
 
 import (
@@ -18,10 +28,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -29,58 +37,75 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/100steps/wxappliance/appliance/sandbox"
+	"github.com/100steps/wxappliance/bench/servers"
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "hello" {
-		serveHello(os.Args[2])
-		return
-	}
-	duration := flag.Duration("duration", 10*time.Second, "how long each scenario runs")
-	conns := flag.Int("conns", 32, "concurrent connections per scenario")
-	bin := flag.String("bin", "", "appliance binary (default: build it with CGO_ENABLED=0)")
-	logLevel := flag.String("log-level", "info", "the appliance's server.log_level (logs go to a file)")
-	only := flag.String("only", "", "run only the scenarios whose name contains this")
+	servers.ServeHelloIfAsked()
+	var o options
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "how long each scenario runs")
+	flag.IntVar(&o.conns, "conns", 32, "concurrent connections per scenario")
+	flag.StringVar(&o.bin, "bin", "", "appliance binary (default: build it with CGO_ENABLED=0)")
+	flag.StringVar(&o.logLevel, "log-level", "info", "the appliance's server.log_level (logs go to a file)")
+	flag.StringVar(&o.only, "only", "", "run only the scenarios whose name contains this")
+	flag.StringVar(&o.backend, "backend", "badger", "storage.backend: badger (one instance) or redis")
+	flag.IntVar(&o.instances, "instances", 1, "appliances to start (on -backend redis), the load spread over them in turn")
+	flag.Float64Var(&o.quiet, "wait-load", 1, "first wait (up to 10 minutes) for the 1-minute load average to drop below this; 0 does not wait")
 	flag.Parse()
-	if err := run(*duration, *conns, *bin, *logLevel, *only); err != nil {
+	if err := o.run(); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
 	}
 }
 
-func run(duration time.Duration, conns int, bin, logLevel, only string) error {
+type options struct {
+	duration                     time.Duration
+	conns, instances             int
+	bin, logLevel, only, backend string
+	quiet                        float64
+}
+
+func (o *options) run() error {
+	switch {
+	case o.backend != "badger" && o.backend != "redis":
+		return fmt.Errorf("-backend %q: want badger or redis", o.backend)
+	case o.instances < 1:
+		return errors.New("-instances must be at least 1")
+	case o.backend == "badger" && o.instances > 1:
+		return errors.New("a Badger directory belongs to one process: several instances need -backend redis")
+	}
 	work, err := os.MkdirTemp("", "wxappliance-load")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	if bin == "" {
-		bin = filepath.Join(work, "wxappliance")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		cmd.Stderr = os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("build: %w", err)
+	if o.bin == "" {
+		if o.bin, err = servers.Build(work); err != nil {
+			return err
 		}
 	}
-	app, err := startAppliance(bin, work, logLevel)
+	servers.WaitQuiet(o.quiet, 10*time.Minute)
+	loadBefore := servers.LoadAverage()
+	c, err := o.start(work)
 	if err != nil {
 		return err
 	}
-	defer app.stop()
+	defer c.stop()
 
-	client := newClient(conns)
-	session, err := login(app.base)
+	client := newClient(o.conns)
+	session, err := login(c.bases[0], sandbox.OpenIDZhangsan)
 	if err != nil {
 		return fmt.Errorf("login: %w", err)
 	}
-	scenarios := applianceScenarios(app.base, session)
-	cb, err := callbackScenario(app.base)
+	scenarios := applianceScenarios(c.bases, session)
+	cb, err := callbackScenario(c.bases)
 	if err != nil {
 		return err
 	}
 	scenarios = append(scenarios, cb)
-	rs, closeRPC, err := rpcScenario(app.base, session)
+	rs, closeRPC, err := rpcScenario(c.bases, session)
 	if err != nil {
 		return err
 	}
@@ -89,32 +114,157 @@ func run(duration time.Duration, conns int, bin, logLevel, only string) error {
 
 	var results []result
 	for _, sc := range scenarios {
-		if !strings.Contains(sc.name, only) {
+		if !strings.Contains(sc.name, o.only) {
 			continue
 		}
-		fmt.Fprintf(os.Stderr, "running %s for %v with %d connections\n", sc.name, duration, conns)
-		results = append(results, drive(sc, client, duration, conns))
+		fmt.Fprintf(os.Stderr, "running %s for %v with %d connections\n", sc.name, o.duration, o.conns)
+		results = append(results, drive(sc, client, o.duration, o.conns))
 	}
-	rss, err := readRSS(app.cmd.Process.Pid)
+	var mems []servers.Memory
+	for _, app := range c.apps {
+		m, err := servers.ReadMemory(app.Pid())
+		if err != nil {
+			return err
+		}
+		mems = append(mems, m)
+	}
+	counts, err := sandbox.Counts(c.sandboxRoot)
 	if err != nil {
 		return err
 	}
-	counts, err := sandboxCounts(app.base)
-	if err != nil {
-		return err
+	var redisMem *servers.Memory
+	if c.redis != nil {
+		m, err := servers.ReadMemory(c.redis.Pid())
+		if err != nil {
+			return err
+		}
+		redisMem = &m
 	}
 
-	hello, err := startHello(work)
+	hello, err := servers.Hello(work)
 	if err != nil {
 		return err
 	}
-	defer hello.stop()
+	defer hello.Stop()
 	fmt.Fprintf(os.Stderr, "running the hello-world ceiling\n")
-	ceiling := drive(scenario{name: "hello-world net/http (ceiling)", request: getRequest(hello.base + "/")}, newClient(conns), duration, conns)
+	ceiling := drive(scenario{name: "hello-world net/http (ceiling)", request: getRequest(roundRobin([]string{hello.Base + "/"}))}, newClient(o.conns), o.duration, o.conns)
 
-	report(os.Stdout, results, ceiling, rss, counts, duration, conns, logLevel)
+	o.report(os.Stdout, loadBefore, results, ceiling, mems, redisMem, counts)
 	return nil
 }
+
+// cluster is what the run started: the appliances, and on Redis the
+// redis-server and the fake WeChat they share.
+type cluster struct {
+	apps        []*servers.Proc
+	bases       []string
+	sandboxRoot string // where the fake WeChat counts its calls
+	redis       *servers.Proc
+	sandbox     *servers.Proc
+}
+
+func (c *cluster) stop() {
+	for _, p := range c.apps {
+		p.Stop()
+	}
+	if c.sandbox != nil {
+		c.sandbox.Stop()
+	}
+	if c.redis != nil {
+		c.redis.Stop()
+	}
+}
+
+// start starts the appliances: one in sandbox mode on Badger, or
+// o.instances at once on a redis-server of their own with the fake WeChat
+// served alone.
+func (o *options) start(work string) (*cluster, error) {
+	c := &cluster{}
+	common := fmt.Sprintf(`[server]
+listen = "%%[1]s"
+admin_listen = ""
+log_level = %q
+[oauth]
+allowed_return_hosts = ["127.0.0.1"]
+# The load logs in many browsers from one address.
+login_rate = 0
+[[callback.rules.keywords]]
+keyword = "帮助"
+content = "可以回复：帮助"
+[[rpc.keys]]
+name = "load"
+key = %q
+`, o.logLevel, rpcKey)
+	if o.backend == "badger" {
+		app, err := servers.Appliance(o.bin, filepath.Join(work, "appliance"), common+fmt.Sprintf(`[storage]
+dir = %q
+[wechat]
+sandbox = true
+`, filepath.Join(work, "data")))
+		if err != nil {
+			return nil, err
+		}
+		c.apps, c.bases, c.sandboxRoot = []*servers.Proc{app}, []string{app.Base}, app.Base+"/sandbox"
+		return c, waitReady(app.Base)
+	}
+
+	redis, url, err := servers.Redis(work)
+	if err != nil {
+		return nil, err
+	}
+	c.redis = redis
+	if c.sandbox, err = servers.Sandbox(o.bin, work); err != nil {
+		c.stop()
+		return nil, err
+	}
+	c.sandboxRoot = c.sandbox.Base
+	config := common + fmt.Sprintf(`[storage]
+backend = "redis"
+[storage.redis]
+url = %q
+[wechat]
+app_id = %q
+app_secret = %q
+api_base = %q
+api_fallback = []
+oauth_base = %q
+[callback]
+token = %q
+encoding_aes_key = %q
+`, url, sandbox.DefaultAppID, sandbox.DefaultAppSecret, c.sandbox.Base, c.sandbox.Base,
+		sandbox.DefaultCallbackToken, sandbox.DefaultEncodingAESKey)
+	// All at once: the cold start is concurrent, as when a cluster starts.
+	apps := make([]*servers.Proc, o.instances)
+	errs := make([]error, o.instances)
+	var wg sync.WaitGroup
+	for i := range o.instances {
+		wg.Go(func() {
+			apps[i], errs[i] = servers.Appliance(o.bin, filepath.Join(work, fmt.Sprint("appliance", i+1)), config)
+		})
+	}
+	wg.Wait()
+	for i, app := range apps {
+		if app != nil {
+			c.apps = append(c.apps, app)
+			c.bases = append(c.bases, app.Base)
+		}
+		if errs[i] != nil {
+			c.stop()
+			return nil, errs[i]
+		}
+	}
+	for _, base := range c.bases {
+		if err := waitReady(base); err != nil {
+			c.stop()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// waitReady waits for /readyz: the store is open and the access_token is
+// there, so that the first scenario does not measure the cold fetch.
+func waitReady(base string) error { return servers.WaitUp(base + "/readyz") }
 
 // scenario is one kind of request, built fresh for each call.
 type scenario struct {
@@ -127,9 +277,20 @@ type scenario struct {
 	setup func(worker int) error
 }
 
-func getRequest(url string, headers ...string) func() (*http.Request, error) {
+// roundRobin returns the bases in turn, one per call, from any goroutine:
+// how a load balancer without affinity spreads requests.
+func roundRobin(bases []string) func() string {
+	var n atomic.Uint64
+	return func() string { return bases[(n.Add(1)-1)%uint64(len(bases))] }
+}
+
+func getRequest(base func() string, pathAndHeaders ...string) func() (*http.Request, error) {
+	path, headers := "", pathAndHeaders
+	if len(pathAndHeaders)%2 == 1 {
+		path, headers = pathAndHeaders[0], pathAndHeaders[1:]
+	}
 	return func() (*http.Request, error) {
-		req, err := http.NewRequest(http.MethodGet, url, nil)
+		req, err := http.NewRequest(http.MethodGet, base()+path, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -140,15 +301,16 @@ func getRequest(url string, headers ...string) func() (*http.Request, error) {
 	}
 }
 
-func applianceScenarios(base, session string) []scenario {
+func applianceScenarios(bases []string, session string) []scenario {
 	cookie := "wxappliance_session=" + session
+	jssdkBase := roundRobin(bases)
 	return []scenario{
-		{name: "GET /auth/user/openid (cookie)", request: getRequest(base+"/auth/user/openid", "Cookie", cookie)},
+		{name: "GET /auth/user/openid (cookie)", request: getRequest(roundRobin(bases), "/auth/user/openid", "Cookie", cookie)},
 		{name: "POST /offiaccount/jssdk", request: func() (*http.Request, error) {
-			return http.NewRequest(http.MethodPost, base+"/offiaccount/jssdk",
+			return http.NewRequest(http.MethodPost, jssdkBase()+"/offiaccount/jssdk",
 				strings.NewReader(`{"url":"http://127.0.0.1/page?x=1"}`))
 		}},
-		{name: "GET /offiaccount/media (64 KiB)", request: getRequest(base + "/offiaccount/media?media_id=sandbox-64k")},
+		{name: "GET /offiaccount/media (64 KiB)", request: getRequest(roundRobin(bases), "/offiaccount/media?media_id=sandbox-64k")},
 	}
 }
 
@@ -254,155 +416,16 @@ func newClient(conns int) *http.Client {
 	return &http.Client{Transport: t, Timeout: 30 * time.Second}
 }
 
-// proc is a server process the run started.
-type proc struct {
-	cmd  *exec.Cmd
-	base string
-}
-
-func (p *proc) stop() {
-	p.cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-	}
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func startAppliance(bin, work, logLevel string) (*proc, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	config := filepath.Join(work, "config.toml")
-	body := fmt.Sprintf(`[server]
-listen = %q
-admin_listen = ""
-log_level = %q
-[storage]
-dir = %q
-[wechat]
-sandbox = true
-[oauth]
-allowed_return_hosts = ["127.0.0.1"]
-# The load logs in many browsers from one address.
-login_rate = 0
-[[callback.rules.keywords]]
-keyword = "帮助"
-content = "可以回复：帮助"
-[[rpc.keys]]
-name = "load"
-key = %q
-`, addr, logLevel, filepath.Join(work, "data"), rpcKey)
-	if err := os.WriteFile(config, []byte(body), 0o600); err != nil {
-		return nil, err
-	}
-	logFile, err := os.Create(filepath.Join(work, "appliance.log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, "serve", "-config", config)
-	cmd.Stderr = logFile
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{cmd: cmd, base: "http://" + addr}
-	return p, waitUp(p.base + "/readyz")
-}
-
-func startHello(work string) (*proc, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(self, "hello", addr)
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proc{cmd: cmd, base: "http://" + addr}
-	return p, waitUp(p.base + "/")
-}
-
-// serveHello is the ceiling: the smallest useful net/http server.
-func serveHello(addr string) {
-	srv := &http.Server{Addr: addr, ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"hello":"world"}`)
-	})}
-	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-}
-
-func waitUp(url string) error {
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("%s did not answer 200 within 15s", url)
-}
-
-// rss is what /proc says of the appliance's memory at the end of the run:
-// the high-water resident set and the current split between anonymous
-// memory (Go heap, stacks) and file pages (Badger's memory-mapped files,
-// which the kernel can drop under pressure).
-type rss struct{ peak, anon, file int64 }
-
-func readRSS(pid int) (rss, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return rss{}, err
-	}
-	var r rss
-	for _, line := range strings.Split(string(data), "\n") {
-		key, val, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		var kb int64
-		fmt.Sscanf(strings.TrimSpace(val), "%d kB", &kb)
-		switch key {
-		case "VmHWM":
-			r.peak = kb * 1024
-		case "RssAnon":
-			r.anon = kb * 1024
-		case "RssFile":
-			r.file = kb * 1024
-		}
-	}
-	if r.peak == 0 {
-		return rss{}, errors.New("no VmHWM in /proc status")
-	}
-	return r, nil
-}
-
-func report(w io.Writer, results []result, ceiling result, mem rss, counts map[string]int, duration time.Duration, conns int, logLevel string) {
+func (o *options) report(w io.Writer, loadBefore string, results []result, ceiling result, mems []servers.Memory, redisMem *servers.Memory, counts map[string]int) {
 	host, _ := os.Hostname()
-	fmt.Fprintf(w, "Run: `go run ./bench/load -duration %v -conns %d` (appliance log_level %s, logs to a file), %s, %d CPUs, %s/%s, host %s, %s.\n\n",
-		duration, conns, logLevel, runtime.Version(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, host, time.Now().UTC().Format("2006-01-02"))
+	cmd := fmt.Sprintf("go run ./bench/load -duration %v -conns %d", o.duration, o.conns)
+	setup := "one appliance on Badger"
+	if o.backend == "redis" {
+		cmd += fmt.Sprintf(" -backend redis -instances %d", o.instances)
+		setup = fmt.Sprintf("%d appliance(s) on one redis-server, the load spread over them in turn", o.instances)
+	}
+	fmt.Fprintf(w, "Run: `%s` (%s; log_level %s, logs to files), %s, %d CPUs, %s/%s, host %s, %s, load average before it %s.\n\n",
+		cmd, setup, o.logLevel, runtime.Version(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, host, time.Now().UTC().Format("2006-01-02"), loadBefore)
 	fmt.Fprintln(w, "| scenario | req/s | p50 | p99 | errors | vs ceiling |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
 	for _, r := range append(results, ceiling) {
@@ -410,9 +433,19 @@ func report(w io.Writer, results []result, ceiling result, mem rss, counts map[s
 			r.percentile(0.50).Round(time.Microsecond), r.percentile(0.99).Round(time.Microsecond),
 			r.fails, 100*r.rate()/ceiling.rate())
 	}
-	const mib = 1 << 20
-	fmt.Fprintf(w, "\nAppliance peak RSS (VmHWM): %.1f MiB; at the end %.1f MiB anonymous + %.1f MiB file-backed (mapped data files). Upstream fetches during the whole run: access_token %d, jsapi_ticket %d.\n",
-		float64(mem.peak)/mib, float64(mem.anon)/mib, float64(mem.file)/mib,
+	fmt.Fprintln(w)
+	for i, m := range mems {
+		name := "Appliance"
+		if len(mems) > 1 {
+			name = fmt.Sprintf("Instance %d", i+1)
+		}
+		fmt.Fprintf(w, "%s peak RSS (VmHWM): %s; at the end %s anonymous + %s file-backed.\n",
+			name, servers.MiB(m.Peak), servers.MiB(m.Anon), servers.MiB(m.File))
+	}
+	if redisMem != nil {
+		fmt.Fprintf(w, "redis-server peak RSS: %s.\n", servers.MiB(redisMem.Peak))
+	}
+	fmt.Fprintf(w, "Upstream fetches during the whole run, all instances together: access_token %d, jsapi_ticket %d.\n",
 		counts["cgi-bin/stable_token"]+counts["cgi-bin/token"], counts["cgi-bin/ticket/getticket"])
 	for _, r := range append(results, ceiling) {
 		if r.firstErr != nil {
