@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
 
 	"github.com/100steps/wxappliance/appliance/wire"
 )
@@ -56,20 +57,44 @@ func writeEnvelope(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, envelope{Status: status, Msg: msg})
 }
 
-// writeJSON writes v without HTML escaping, so URLs keep their '&'.
+// writeJSON writes v without HTML escaping, so URLs keep their '&'. The
+// buffer and encoder are reused: every JSON answer of every route comes
+// through here.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	je := jsonEncoders.Get().(*jsonEncoder)
+	defer je.release()
+	if err := je.enc.Encode(v); err != nil {
 		status = http.StatusInternalServerError
-		buf.Reset()
-		buf.WriteString(`{"status":500,"msg":"` + wire.MsgServerError + `","data":null}` + "\n")
+		je.buf.Reset()
+		je.buf.WriteString(`{"status":500,"msg":"` + wire.MsgServerError + `","data":null}` + "\n")
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	w.Write(buf.Bytes())
+	w.Write(je.buf.Bytes())
+}
+
+type jsonEncoder struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+var jsonEncoders = sync.Pool{New: func() any {
+	je := &jsonEncoder{}
+	je.enc = json.NewEncoder(&je.buf)
+	je.enc.SetEscapeHTML(false)
+	return je
+}}
+
+// release returns je to the pool, unless an unusually large answer grew
+// its buffer: the pool would keep that memory alive.
+func (je *jsonEncoder) release() {
+	if je.buf.Cap() > 64<<10 {
+		return
+	}
+	je.buf.Reset()
+	jsonEncoders.Put(je)
 }
 
 // writeRawObject passes a JSON object WeChat sent through unchanged, so
