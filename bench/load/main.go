@@ -6,7 +6,7 @@
 //
 // It builds the static binary, starts it in sandbox mode with a fresh data
 // directory, logs a user in, then drives each scenario for a fixed duration
-// with a fixed number of concurrent connections, and finally drives a
+// with a fixed number of concurrent connections, and drives a
 // hello-world net/http server the same way, before and after, as the
 // machine's ceiling (their mean is what scenarios are compared with). It
 // prints a Markdown report: requests/s, p50 and p99 latency per scenario,
