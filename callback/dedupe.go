@@ -122,6 +122,11 @@ func (s *Service) remember(ctx context.Context, key string, body []byte) {
 	rec = append(rec, body...)
 	ok, err := s.store.CompareAndSwap(ctx, key, s.claimRecord, rec, s.dedupeTTL)
 	switch {
+	case errors.Is(err, kv.ErrNoSpace):
+		// The store reports a full disk once, on /readyz and in the
+		// log; a line per message would only add to it. The answer is
+		// kept in memory for this process's retries (LocalStore).
+		s.log.Debug("callback answer not stored: disk full", "err", err)
 	case err != nil:
 		s.log.Warn("callback dedupe store failed, a retry will get success", "err", err)
 	case !ok:

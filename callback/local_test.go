@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -86,30 +87,44 @@ func TestLocalStoreSharedInProcess(t *testing.T) {
 }
 
 // refusingJournal refuses every write, as on a full disk.
-type refusingJournal struct{ *kv.Journal }
-
-func (refusingJournal) Put(context.Context, string, []byte, time.Duration) error {
-	return kv.ErrNoSpace
+type refusingJournal struct {
+	*kv.Journal
+	err error
 }
 
-// An answer the journal refuses is sent, logged, and kept in memory, so
-// that this process's retries still get it rather than a second dispatch.
+func (j refusingJournal) Put(context.Context, string, []byte, time.Duration) error { return j.err }
+
+// An answer the journal refuses is sent and kept in memory, so that this
+// process's retries still get it rather than a second dispatch. A failure
+// is logged with each message; a full disk is not, since the store reports
+// it once.
 func TestLocalStoreJournalRefuses(t *testing.T) {
-	s := newInstanceService(t, LocalStore(refusingJournal{testJournal(t)}), nil, "A", nil)
-	q, body, _ := crashMessage(t)
-	first, err := s.Handle(t.Context(), q, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	retry, err := s.Handle(t.Context(), q, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !retry.Duplicate || !bytes.Equal(retry.Body, first.Body) || s.dispatches.Load() != 1 {
-		t.Fatalf("retry: duplicate %v, same bytes %v, %d dispatches", retry.Duplicate, bytes.Equal(retry.Body, first.Body), s.dispatches.Load())
-	}
-	if !strings.Contains(s.logs.String(), "answer kept in memory only") {
-		t.Fatalf("refusal not logged: %s", s.logs)
+	for _, tc := range []struct {
+		name   string
+		err    error
+		logged bool
+	}{
+		{"failure", errors.New("input/output error"), true},
+		{"full disk", fmt.Errorf("kv: journal: %w", kv.ErrNoSpace), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newInstanceService(t, LocalStore(refusingJournal{testJournal(t), tc.err}), nil, "A", nil)
+			q, body, _ := crashMessage(t)
+			first, err := s.Handle(t.Context(), q, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			retry, err := s.Handle(t.Context(), q, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !retry.Duplicate || !bytes.Equal(retry.Body, first.Body) || s.dispatches.Load() != 1 {
+				t.Fatalf("retry: duplicate %v, same bytes %v, %d dispatches", retry.Duplicate, bytes.Equal(retry.Body, first.Body), s.dispatches.Load())
+			}
+			if got := strings.Contains(s.logs.String(), "answer kept in memory only"); got != tc.logged {
+				t.Fatalf("refusal logged %v, want %v: %s", got, tc.logged, s.logs)
+			}
+		})
 	}
 }
 
