@@ -15,11 +15,42 @@ import (
 	"testing"
 	"time"
 
+	"github.com/100steps/wxappliance/appliance/poll"
 	"github.com/100steps/wxappliance/appliance/sandbox"
 	"github.com/100steps/wxappliance/callback"
 )
 
 var testUsers = []string{"oSBX_zhangsan", "oSBX_xiaoming", "oSBX_ahua", "oSBX_lisi"}
+
+// killUnderLoad calls work on n goroutines in a loop (w is the goroutine,
+// i its call) and kills p with SIGKILL in the middle of it: once 700 ms
+// have passed and at least one call has succeeded, however slow the
+// machine. It returns when the process is dead and every goroutine has
+// stopped.
+func killUnderLoad(t *testing.T, p *process, n int, work func(w, i int) bool) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var done atomic.Int64
+	for w := range n {
+		wg.Go(func() {
+			for i := 0; ctx.Err() == nil; i++ {
+				if work(w, i) {
+					done.Add(1)
+				}
+			}
+		})
+	}
+	time.Sleep(700 * time.Millisecond)
+	poll.Until(t, "a call to succeed before the kill", func() bool { return done.Load() > 0 })
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	p.done <- nil
+	stop()
+	wg.Wait()
+}
 
 // TestCrashKeepsSessionsAndToken kills the binary with SIGKILL while users
 // are logging in, restarts it on the same data directory, and checks that
@@ -59,32 +90,17 @@ func TestCrashKeepsSessionsAndToken(t *testing.T) {
 		}
 
 		// Users log in from 8 browsers at once; SIGKILL lands mid-stream.
-		ctx, stop := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
-		for w := range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; ctx.Err() == nil; i++ {
-					openid := testUsers[(w+i)%len(testUsers)]
-					id, err := login(p.base, openid)
-					if err != nil {
-						continue // the process is being killed
-					}
-					mu.Lock()
-					sessions = append(sessions, session{id, openid})
-					mu.Unlock()
-				}
-			}()
-		}
-		time.Sleep(700 * time.Millisecond)
-		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		<-p.done
-		p.done <- nil
-		stop()
-		wg.Wait()
+		killUnderLoad(t, p, 8, func(w, i int) bool {
+			openid := testUsers[(w+i)%len(testUsers)]
+			id, err := login(p.base, openid)
+			if err != nil {
+				return false // the process is being killed
+			}
+			mu.Lock()
+			sessions = append(sessions, session{id, openid})
+			mu.Unlock()
+			return true
+		})
 		mu.Lock()
 		n := len(sessions)
 		mu.Unlock()
@@ -242,30 +258,17 @@ func TestCrashKeepsCallbackAnswers(t *testing.T) {
 		mu   sync.Mutex
 		sent []answered
 	)
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				req := newRequest()
-				answer, err := push(p.base, req)
-				if err != nil {
-					continue // the process is being killed
-				}
-				mu.Lock()
-				sent = append(sent, answered{req, answer})
-				mu.Unlock()
-			}
-		})
-	}
-	time.Sleep(700 * time.Millisecond)
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-p.done
-	p.done <- nil
-	stop()
-	wg.Wait()
+	killUnderLoad(t, p, 4, func(int, int) bool {
+		req := newRequest()
+		answer, err := push(p.base, req)
+		if err != nil {
+			return false // the process is being killed
+		}
+		mu.Lock()
+		sent = append(sent, answered{req, answer})
+		mu.Unlock()
+		return true
+	})
 	if len(sent) == 0 {
 		t.Fatal("no message was answered before the kill")
 	}
