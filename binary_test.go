@@ -11,9 +11,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/100steps/wxappliance/appliance/logtest"
+	"github.com/100steps/wxappliance/appliance/poll"
 	"github.com/100steps/wxappliance/appliance/sandbox"
 )
 
@@ -123,7 +123,12 @@ func launch(t *testing.T, base string, args ...string) *process {
 		t.Fatal(err)
 	}
 	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() { p.kill() })
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("the binary's stderr:\n%s", p.stderr)
+		}
+	})
 	return p
 }
 
@@ -131,28 +136,27 @@ func launch(t *testing.T, base string, args ...string) *process {
 // exits first.
 func (p *process) waitReady(t *testing.T, path string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	poll.Until(t, "the binary to answer "+path, func() bool {
 		select {
 		case err := <-p.done:
 			t.Fatalf("binary exited: %v\n%s", err, p.stderr)
 		default:
 		}
-		if resp, err := http.Get(p.base + path); err == nil {
-			resp.Body.Close()
-			return
+		resp, err := http.Get(p.base + path)
+		if err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("binary did not start:\n%s", p.stderr)
+		resp.Body.Close()
+		return true
+	})
 }
 
+// kill kills the process unless it has exited, and waits for it. done
+// holds Wait's result, put back for the next reader: reading ProcessState
+// instead would race with Wait.
 func (p *process) kill() {
-	if p.cmd.ProcessState == nil {
-		p.cmd.Process.Kill()
-		<-p.done
-		p.done <- nil
-	}
+	p.cmd.Process.Kill() // an error when it has exited already
+	p.done <- <-p.done
 }
 
 // counts returns the call counts of this process's sandbox.

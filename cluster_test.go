@@ -294,8 +294,8 @@ func TestSeveralInstancesOnRedis(t *testing.T) {
 	})
 
 	// load runs requests against the instances listed until stop, counting
-	// answers that are not 200.
-	load := func(instances []int, sessions []string) (stop func() (ok, bad int64)) {
+	// answers that are not 200. awaitGood waits until n more answers were good.
+	load := func(instances []int, sessions []string) (awaitGood func(n int64), stop func() (ok, bad int64)) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		var good, failed atomic.Int64
@@ -318,19 +318,23 @@ func TestSeveralInstancesOnRedis(t *testing.T) {
 				}
 			})
 		}
-		return func() (int64, int64) { cancel(); wg.Wait(); return good.Load(), failed.Load() }
+		awaitGood = func(n int64) {
+			target := good.Load() + n
+			poll.Until(t, fmt.Sprintf("%d more good answers", n), func() bool { return good.Load() >= target })
+		}
+		return awaitGood, func() (int64, int64) { cancel(); wg.Wait(); return good.Load(), failed.Load() }
 	}
 
 	t.Run("tokens revoked mid-load are replaced once cluster-wide", func(t *testing.T) {
 		before := c.counts(t)
-		stop := load([]int{0, 1, 2}, sessions)
-		time.Sleep(500 * time.Millisecond)
+		awaitGood, stop := load([]int{0, 1, 2}, sessions)
+		awaitGood(60)
 		resp, err := http.Post(c.sandbox.base+"/_control/expire", "", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		time.Sleep(time.Second)
+		awaitGood(120) // every instance's token is used after the revocation
 		good, bad := stop()
 		if good == 0 || bad > 0 {
 			t.Fatalf("under a revoked token: %d good, %d failed answers", good, bad)
@@ -342,11 +346,11 @@ func TestSeveralInstancesOnRedis(t *testing.T) {
 	})
 
 	t.Run("kill -9 of one instance under load loses nothing", func(t *testing.T) {
-		stop := load([]int{1, 2}, sessions)
+		awaitGood, stop := load([]int{1, 2}, sessions)
 		if err := c.procs[0].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(500 * time.Millisecond)
+		awaitGood(60)
 		good, bad := stop()
 		if good == 0 || bad > 0 {
 			t.Fatalf("on the survivors: %d good, %d failed answers", good, bad)

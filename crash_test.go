@@ -23,9 +23,9 @@ import (
 var testUsers = []string{"oSBX_zhangsan", "oSBX_xiaoming", "oSBX_ahua", "oSBX_lisi"}
 
 // killUnderLoad calls work on n goroutines in a loop (w is the goroutine,
-// i its call) and kills p with SIGKILL in the middle of it: once 700 ms
-// have passed and at least one call has succeeded, however slow the
-// machine. It returns when the process is dead and every goroutine has
+// i its call) and kills p with SIGKILL in the middle of it, once 16n calls
+// have succeeded (an event, not a time, so a slow machine only takes
+// longer). It returns when the process is dead and every goroutine has
 // stopped.
 func killUnderLoad(t *testing.T, p *process, n int, work func(w, i int) bool) {
 	t.Helper()
@@ -41,8 +41,7 @@ func killUnderLoad(t *testing.T, p *process, n int, work func(w, i int) bool) {
 			}
 		})
 	}
-	time.Sleep(700 * time.Millisecond)
-	poll.Until(t, "a call to succeed before the kill", func() bool { return done.Load() > 0 })
+	poll.Until(t, "calls to succeed before the kill", func() bool { return done.Load() >= int64(16*n) })
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

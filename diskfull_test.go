@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/100steps/wxappliance/appliance/poll"
 	"github.com/100steps/wxappliance/kv"
 )
 
@@ -91,17 +92,10 @@ func (p *process) readyz(t *testing.T) (int, string) {
 // appliance looks at the disk every second.
 func (p *process) waitStore(t *testing.T, prefix string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		status, store := p.readyz(t)
-		if strings.HasPrefix(store, prefix) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("readyz still %d with store %q, want %q...\n%s", status, store, prefix, p.stderr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	poll.Until(t, fmt.Sprintf("readyz's store check to start with %q", prefix), func() bool {
+		_, store := p.readyz(t)
+		return strings.HasPrefix(store, prefix)
+	})
 }
 
 // alive fails the test if the process has exited.

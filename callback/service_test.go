@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/100steps/wxappliance/appliance/logtest"
+	"github.com/100steps/wxappliance/appliance/poll"
 	"github.com/100steps/wxappliance/kv/kvtest"
 )
 
@@ -397,9 +398,7 @@ func testDedupeConcurrent(t *testing.T, st Store) {
 	// Release once one copy is being answered. The others either find its
 	// claim and poll the store until it stores its answer, or come after
 	// and find the answer at once; none may dispatch again.
-	for n.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(t, "one copy to be dispatched", func() bool { return n.Load() > 0 })
 	close(release)
 	wg.Wait()
 	if n.Load() != 1 {
@@ -459,9 +458,7 @@ func TestReplyDeadline(t *testing.T) {
 	if !sawDeadline.Load() {
 		t.Fatal("the subscriber's context had no deadline, or it had not passed")
 	}
-	for !strings.Contains(s.logs.String(), "dropped") {
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(t, "the late reply to be dropped", func() bool { return strings.Contains(s.logs.String(), "dropped") })
 
 	ans, err = s.Handle(t.Context(), q, body)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/100steps/wxappliance/appliance/poll"
 )
 
 // mountTmpfs mounts a tmpfs of size bytes on a fresh directory for the
@@ -133,12 +135,12 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "writes to resume", func() bool { return b.Ready() == nil })
+	poll.Until(t, "writes to resume", func() bool { return b.Ready() == nil })
 	mustPut(t, b, "after", "1", 0)
 
 	// Full again, and restarted: it opens read-only and serves reads.
 	filler = fillTo(t, mnt, DefaultMinFree-8<<20)
-	waitFor(t, "the store to see the disk full", func() bool { return errors.Is(b.Ready(), ErrNoSpace) })
+	poll.Until(t, "the store to see the disk full", func() bool { return errors.Is(b.Ready(), ErrNoSpace) })
 	if err := b.Close(); err != nil {
 		t.Fatalf("Close below the floor: %v", err)
 	}
@@ -160,6 +162,6 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the store to reopen for writes", func() bool { return b.Ready() == nil })
+	poll.Until(t, "the store to reopen for writes", func() bool { return b.Ready() == nil })
 	mustPut(t, b, "k", "v", 0)
 }

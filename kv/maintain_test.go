@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/100steps/wxappliance/appliance/poll"
 )
 
 // dirUsage returns the bytes the files of dir occupy on disk.
@@ -52,7 +54,7 @@ func TestReclaimGivesSpaceBack(t *testing.T) {
 		mustPut(t, b, fmt.Sprint("sess/", i), "live", 0)
 	}
 	flood(t, b, "login/", 6000, 2*time.Second) // 18 MB, several memtables
-	waitFor(t, "the flood to expire", func() bool {
+	poll.Until(t, "the flood to expire", func() bool {
 		_, err := b.Get(t.Context(), "login/00005999")
 		return errors.Is(err, ErrNotFound)
 	})
@@ -165,13 +167,13 @@ func TestReclaimByItself(t *testing.T) {
 		now:        func() time.Time { return time.Now().Add(time.Duration(offset.Load())) },
 	})
 	flood(t, b, "login/", 3000, time.Second)
-	waitFor(t, "the flood to expire", func() bool {
+	poll.Until(t, "the flood to expire", func() bool {
 		_, err := b.Get(t.Context(), "login/00002999")
 		return errors.Is(err, ErrNotFound)
 	})
 	// The ledger counts minutes: jump past the flood's.
 	offset.Store(int64(2 * time.Minute))
-	waitFor(t, "the tables to shrink", func() bool {
+	poll.Until(t, "the tables to shrink", func() bool {
 		b.mu.RLock()
 		defer b.mu.RUnlock()
 		return b.tableSize() < 256<<10

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/100steps/wxappliance/appliance/poll"
 	"github.com/100steps/wxappliance/kv"
 	"github.com/100steps/wxappliance/kv/kvtest"
 )
@@ -44,14 +45,10 @@ func source(t *testing.T) *kv.Badger {
 		}
 	}
 	must(src.Put(ctx, "expired", []byte("x"), time.Second))
-	for stop := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, err := src.Get(ctx, "expired"); errors.Is(err, kv.ErrNotFound) {
-			break
-		}
-		if time.Now().After(stop) {
-			t.Fatal("key with ttl 1s did not expire")
-		}
-	}
+	poll.Until(t, "the key with ttl 1s to expire", func() bool {
+		_, err := src.Get(ctx, "expired")
+		return errors.Is(err, kv.ErrNotFound)
+	})
 	must(src.Put(ctx, "deleted", []byte("x"), 0))
 	must(src.Delete(ctx, "deleted"))
 	must(src.Put(ctx, "forever", []byte("login state"), 0))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/100steps/wxappliance/appliance/poll"
 	"github.com/100steps/wxappliance/kv"
 	"github.com/100steps/wxappliance/kv/kvtest"
 )
@@ -101,17 +102,9 @@ func within(t *testing.T, limit time.Duration, name string, fn func() error) err
 func waitWorking(t *testing.T, r *kv.Redis) {
 	t.Helper()
 	for _, o := range ops(r) {
-		stop := time.Now().Add(recoverDeadline)
-		for {
-			err := within(t, opLimit, o.name, func() error { return o.do(t.Context()) })
-			if err == nil {
-				break
-			}
-			if time.Now().After(stop) {
-				t.Fatalf("%s still failing %v after Redis came back: %v", o.name, recoverDeadline, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		poll.Until(t, o.name+" to work again after Redis came back", func() bool {
+			return within(t, opLimit, o.name, func() error { return o.do(t.Context()) }) == nil
+		})
 	}
 }
 
@@ -558,12 +551,10 @@ func TestRedisRestartPersistence(t *testing.T) {
 			srv.Start()
 			var got []byte
 			var err error
-			for stop := time.Now().Add(recoverDeadline); ; time.Sleep(50 * time.Millisecond) {
+			poll.Until(t, "Redis to be reachable again", func() bool {
 				got, err = r.Get(t.Context(), "session")
-				if !errors.Is(err, kv.ErrUnavailable) || time.Now().After(stop) {
-					break
-				}
-			}
+				return !errors.Is(err, kv.ErrUnavailable)
+			})
 			switch {
 			case c.wantKept && (err != nil || string(got) != "alice"):
 				t.Errorf("after restart: Get = %q, %v; want alice", got, err)

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/100steps/wxappliance/appliance/poll"
 )
 
 // fakeDisk is a freeSpace that tests set by hand.
@@ -194,26 +196,13 @@ func TestFloorResumesByItself(t *testing.T) {
 		spaceInterval: 5 * time.Millisecond,
 	})
 	disk.free.Store(0)
-	waitFor(t, "Ready to report the disk full", func() bool { return errors.Is(b.Ready(), ErrNoSpace) })
+	poll.Until(t, "Ready to report the disk full", func() bool { return errors.Is(b.Ready(), ErrNoSpace) })
 	if err := b.Put(t.Context(), "k", []byte("v"), 0); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("Put on a full disk = %v", err)
 	}
 	disk.free.Store(1 << 30)
-	waitFor(t, "Ready to recover", func() bool { return b.Ready() == nil })
+	poll.Until(t, "Ready to recover", func() bool { return b.Ready() == nil })
 	mustPut(t, b, "k", "v", 0)
-}
-
-// waitFor polls cond with a generous deadline: it normally holds within
-// milliseconds, but the machine may be busy.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestOpenReadOnlyOnFullDisk(t *testing.T) {
@@ -260,7 +249,7 @@ func TestOpenReadOnlyOnFullDisk(t *testing.T) {
 	}
 
 	disk.free.Store(1 << 30)
-	waitFor(t, "the store to reopen for writes", func() bool { return b.Ready() == nil })
+	poll.Until(t, "the store to reopen for writes", func() bool { return b.Ready() == nil })
 	mustPut(t, b, "after", "1", 0)
 	if got := mustGet(t, b, "session"); string(got) != "alice" {
 		t.Fatalf("Get after reopening = %q", got)

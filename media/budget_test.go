@@ -6,21 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/100steps/wxappliance/appliance/poll"
 	"github.com/100steps/wxappliance/media"
 )
-
-// waitFor polls cond with a generous deadline: what it waits for normally
-// happens at once.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 type grant struct {
 	n   int64
@@ -36,7 +24,7 @@ func acquireAsync(t *testing.T, ctx context.Context, b *media.Budget, n int64) c
 		got, err := b.Acquire(ctx, n)
 		ch <- grant{got, err}
 	}()
-	waitFor(t, "the caller to wait in line", func() bool { return b.Waiting() == before+1 })
+	poll.Until(t, "the caller to wait in line", func() bool { return b.Waiting() == before+1 })
 	return ch
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/100steps/wxappliance/appliance/poll"
 	"github.com/100steps/wxappliance/kv"
 	"github.com/100steps/wxappliance/kv/kvtest"
 	"github.com/100steps/wxappliance/oauth"
@@ -80,17 +81,10 @@ func TestBackgroundRefresh(t *testing.T) {
 	done := make(chan struct{})
 	go func() { cred.Run(ctx); close(done) }()
 
-	// The loop fetches at once, then again before the 2s lifetime ends;
-	// the bound is for a failure, on a machine that may be busy.
-	deadline := time.Now().Add(30 * time.Second)
-	for n.Load() < 2 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	// The loop fetches at once, then again before the 2s lifetime ends.
+	poll.Until(t, "the background loop to fetch a 2s credential again", func() bool { return n.Load() >= 2 })
 	cancel()
 	<-done
-	if n.Load() < 2 {
-		t.Fatalf("background loop fetched %d times in 5s for a 2s credential, want >= 2", n.Load())
-	}
 	tok, ok := cred.Peek()
 	if !ok || tok.Value == "v1" {
 		t.Fatalf("peek = %q, %v; want the refreshed value", tok.Value, ok)
@@ -130,11 +124,10 @@ func forEachBackend(t *testing.T, test func(t *testing.T, join func() (kv.Store,
 }
 
 const (
-	credKey   = "cred/t"
-	leaseKey  = credKey + "/lease"
-	lifetime  = 2 * time.Hour
-	longWait  = 30 * time.Second
-	pollEvery = 5 * time.Millisecond
+	credKey  = "cred/t"
+	leaseKey = credKey + "/lease"
+	lifetime = 2 * time.Hour
+	longWait = 30 * time.Second
 )
 
 // fakeClock is a clock that moves only when told; After channels fire when
@@ -202,10 +195,23 @@ type fakeUpstream struct {
 	gate chan struct{}
 	// check runs inside each fetch, for tests that look at the store then.
 	check func(ctx context.Context)
+
+	once  sync.Once
+	begun chan struct{} // a wake-up after n grew
+}
+
+// begunSignal is the channel that wakes a waiter after a fetch began.
+func (u *fakeUpstream) begunSignal() chan struct{} {
+	u.once.Do(func() { u.begun = make(chan struct{}, 1) })
+	return u.begun
 }
 
 func (u *fakeUpstream) fetch(ctx context.Context) (string, time.Duration, error) {
 	i := u.n.Add(1)
+	select {
+	case u.begunSignal() <- struct{}{}:
+	default: // a wake-up is pending already
+	}
 	if u.check != nil {
 		u.check(ctx)
 	}
@@ -247,18 +253,7 @@ func cluster(t *testing.T, join func() (kv.Store, kv.Bus), n int, clock *fakeClo
 // eventually polls cond until it holds or a generous deadline passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	eventuallyWithin(t, longWait, what, cond)
-}
-
-func eventuallyWithin(t *testing.T, wait time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", wait, what)
-		}
-		time.Sleep(pollEvery)
-	}
+	poll.Until(t, what, cond)
 }
 
 func totalFetches(creds []*oauth.Credential) int {
@@ -320,10 +315,14 @@ func assertAll(t *testing.T, values []string, want string) {
 // openGateOnFetch opens up's gate once the first fetch has begun, so the
 // other callers pile up behind it.
 func openGateOnFetch(t *testing.T, up *fakeUpstream, fetches int64) {
+	begun := up.begunSignal()
 	go func() {
-		deadline := time.Now().Add(longWait)
-		for up.n.Load() < fetches && time.Now().Before(deadline) {
-			time.Sleep(pollEvery)
+		for up.n.Load() < fetches {
+			select {
+			case <-begun:
+			case <-t.Context().Done():
+				return
+			}
 		}
 		close(up.gate)
 	}()
@@ -533,7 +532,7 @@ func TestClusterReplacedValueReachesCaches(t *testing.T) {
 		}
 		// Peek does no I/O, and the periodic resync is 30s away: within 20s
 		// only the notice can bring v2 into the other caches.
-		eventuallyWithin(t, 20*time.Second, "v2 did not reach the other instances' caches", func() bool { return allPeek(creds, "v2") })
+		eventually(t, "v2 did not reach the other instances' caches", func() bool { return allPeek(creds, "v2") })
 		if n := up.n.Load(); n != 2 {
 			t.Fatalf("%d fetches, want 2", n)
 		}
