@@ -14,62 +14,8 @@ import (
 
 	"github.com/100steps/wxappliance/appliance/poll"
 	"github.com/100steps/wxappliance/kv"
+	"github.com/100steps/wxappliance/kv/disktest"
 )
-
-// mountTmpfs mounts a tmpfs of size bytes on a fresh directory. It needs
-// root; without it the test is skipped, unless WXAPPLIANCE_REQUIRE_TMPFS=1
-// (set in CI) makes that a failure.
-func mountTmpfs(t *testing.T, size int64) string {
-	t.Helper()
-	unavailable := t.Skipf
-	if os.Getenv("WXAPPLIANCE_REQUIRE_TMPFS") == "1" {
-		unavailable = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		unavailable("mounting a tmpfs needs root (run as root, or unset WXAPPLIANCE_REQUIRE_TMPFS to skip)")
-	}
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
-		unavailable("mount tmpfs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-			syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	})
-	return dir
-}
-
-// fill writes a filler file on the filesystem of dir so that about free
-// bytes remain free, and returns its path.
-func fill(t *testing.T, dir string, free int64) string {
-	t.Helper()
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		t.Fatal(err)
-	}
-	size := int64(st.Bavail)*st.Bsize - free
-	if size <= 0 {
-		t.Fatalf("cannot fill %s to %d bytes free", dir, free)
-	}
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := make([]byte, 1<<20)
-	for i := range chunk {
-		chunk[i] = 1 // not a hole
-	}
-	for ; size > 0; size -= int64(len(chunk)) {
-		if _, err := f.Write(chunk[:min(int64(len(chunk)), size)]); err != nil {
-			t.Fatalf("writing the filler: %v", err)
-		}
-	}
-	return path
-}
 
 // readyz returns the status of /readyz and its store check.
 func (p *process) readyz(t *testing.T) (int, string) {
@@ -150,7 +96,7 @@ func TestDiskFull(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fills a tmpfs under the binary")
 	}
-	mnt := mountTmpfs(t, 128<<20)
+	mnt := disktest.MountTmpfs(t, 128<<20)
 	dir := filepath.Join(mnt, "data")
 	addr := freePort(t)
 	config := writeSandboxConfig(t, addr, dir)
@@ -165,7 +111,7 @@ func TestDiskFull(t *testing.T) {
 	}
 
 	// Below the floor, by 8 MiB.
-	filler := fill(t, mnt, kv.DefaultMinFree-8<<20)
+	filler := disktest.Fill(t, mnt, kv.DefaultMinFree-8<<20)
 	p.waitStore(t, "disk full: ")
 	checkFull := func(p *process) {
 		t.Helper()
@@ -193,7 +139,7 @@ func TestDiskFull(t *testing.T) {
 
 	// Full again, and the appliance is killed: it starts again on the full
 	// disk, replaying its write-ahead log, and serves reads.
-	filler = fill(t, mnt, kv.DefaultMinFree-8<<20)
+	filler = disktest.Fill(t, mnt, kv.DefaultMinFree-8<<20)
 	p.waitStore(t, "disk full: ")
 	p.stop(t, syscall.SIGKILL)
 	p = start(t, config, addr)

@@ -8,63 +8,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/100steps/wxappliance/appliance/poll"
+	"github.com/100steps/wxappliance/kv/disktest"
 )
-
-// mountTmpfs mounts a tmpfs of size bytes on a fresh directory for the
-// test. It needs root; without it the test is skipped, unless
-// WXAPPLIANCE_REQUIRE_TMPFS=1 (set in CI) makes that a failure.
-func mountTmpfs(t *testing.T, size int64) string {
-	t.Helper()
-	unavailable := t.Skipf
-	if os.Getenv("WXAPPLIANCE_REQUIRE_TMPFS") == "1" {
-		unavailable = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		unavailable("mounting a tmpfs needs root (run as root, or unset WXAPPLIANCE_REQUIRE_TMPFS to skip)")
-	}
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
-		unavailable("mount tmpfs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-			syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	})
-	return dir
-}
-
-// fillTo writes a filler file on the filesystem of dir so that about free
-// bytes remain free.
-func fillTo(t *testing.T, dir string, free int64) string {
-	t.Helper()
-	now, err := diskFree(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if now <= free {
-		t.Fatalf("only %d bytes free, cannot fill to %d", now, free)
-	}
-	path := filepath.Join(dir, "filler")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	chunk := bytes.Repeat([]byte{1}, 1<<20)
-	for left := now - free; left > 0; left -= int64(len(chunk)) {
-		if _, err := f.Write(chunk[:min(int64(len(chunk)), left)]); err != nil {
-			t.Fatalf("writing the filler: %v", err)
-		}
-	}
-	return path
-}
 
 // TestDiskFullOnTmpfs fills a real tmpfs under a store with the default
 // floor: Badger must never get to the SIGBUS that would kill this test
@@ -74,7 +23,7 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fills a tmpfs")
 	}
-	mnt := mountTmpfs(t, 96<<20)
+	mnt := disktest.MountTmpfs(t, 96<<20)
 	dir := filepath.Join(mnt, "data")
 	opts := BadgerOptions{spaceInterval: 20 * time.Millisecond}
 	b, err := OpenBadger(dir, opts)
@@ -85,7 +34,7 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 	mustPut(t, b, "session", "alice", time.Hour)
 
 	// Leave 8 MiB above the floor and flood until the floor holds.
-	filler := fillTo(t, mnt, DefaultMinFree+8<<20)
+	filler := disktest.Fill(t, mnt, DefaultMinFree+8<<20)
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -139,7 +88,7 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 	mustPut(t, b, "after", "1", 0)
 
 	// Full again, and restarted: it opens read-only and serves reads.
-	filler = fillTo(t, mnt, DefaultMinFree-8<<20)
+	filler = disktest.Fill(t, mnt, DefaultMinFree-8<<20)
 	poll.Until(t, "the store to see the disk full", func() bool { return errors.Is(b.Ready(), ErrNoSpace) })
 	if err := b.Close(); err != nil {
 		t.Fatalf("Close below the floor: %v", err)
