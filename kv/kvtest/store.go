@@ -10,12 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/100steps/wxappliance/appliance/poll"
 	"github.com/100steps/wxappliance/kv"
 )
-
-// expiryDeadline is how long the suite waits for a key to expire that
-// should go within a second or two: generous, because the machine is busy.
-const expiryDeadline = 30 * time.Second
 
 // RunStoreTests checks that the stores open returns behave as kv.Store
 // promises. open is called once per subtest and must return an empty store
@@ -587,18 +584,14 @@ func wantMissing(t *testing.T, s kv.Store, key string) {
 // waitGone polls key until it is gone and returns when that was seen.
 func waitGone(t *testing.T, s kv.Store, key string) time.Time {
 	t.Helper()
-	stop := time.Now().Add(expiryDeadline)
-	for {
+	var gone time.Time
+	poll.Until(t, key+" to expire", func() bool {
 		_, err := s.Get(t.Context(), key)
-		now := time.Now()
-		switch {
-		case errors.Is(err, kv.ErrNotFound):
-			return now
-		case err != nil:
+		if err != nil && !errors.Is(err, kv.ErrNotFound) {
 			t.Fatalf("Get(%q): %v", key, err)
-		case now.After(stop):
-			t.Fatalf("%q still present after %v", key, expiryDeadline)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		gone = time.Now()
+		return err != nil
+	})
+	return gone
 }
