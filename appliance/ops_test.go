@@ -320,7 +320,13 @@ func TestStatusPageShowsNoSecrets(t *testing.T) {
 		"content":      "secret words",
 		"openid":       sandbox.OpenIDZhangsan,
 	}
-	page := b.get(admin + "/")
+	// The server counts a connection once its handler has run, a moment
+	// after the client's handshake returned.
+	var page *response
+	poll.Until(t, "the status page to list the RPC connection", func() bool {
+		page = b.get(admin + "/")
+		return bytes.Contains(page.body, []byte("<code>flask</code>"))
+	})
 	if page.StatusCode != 200 || !strings.HasPrefix(page.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("status page: %d %s", page.StatusCode, page.Header.Get("Content-Type"))
 	}
